@@ -1,0 +1,74 @@
+// The elementwise half of the op, written once for every backend.
+//
+// Everything here is a pure function of scalars so that the CPU loops and the
+// CUDA kernels share one definition of the conventions that hand-written
+// kernels usually get wrong (see NOTES.md, "The math, exactly as the reference
+// computes it"). This header must stay free of ATen/torch includes: it is
+// compiled by nvcc inside framework-free device headers too.
+#pragma once
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define RELUFROB_HD __host__ __device__ __forceinline__
+#else
+#define RELUFROB_HD inline
+#endif
+
+namespace relufrob {
+
+// relu(NaN) must stay NaN, as torch.relu does; a plain `z > 0 ? z : 0` would
+// silently turn NaN into 0 and hide it from the loss and dY. `!(z <= 0)` is
+// true for z > 0 and for NaN in one comparison, which keeps the select
+// branch-free so that CPU loops vectorise.
+template <typename T>
+RELUFROB_HD T relu(T z) {
+  return !(z <= T(0)) ? z : T(0);
+}
+
+// The ReLU gradient mask is taken on the *output*, `relu(z) > 0`, exactly as
+// threshold_backward(grad, result, 0) does: false at z == 0 and false at NaN.
+template <typename T>
+RELUFROB_HD bool relu_mask(T a) {
+  return a > T(0);
+}
+
+template <typename T>
+RELUFROB_HD T residual(T a, T y) {
+  return a - y;
+}
+
+template <typename T>
+RELUFROB_HD T loss_term(T r) {
+  return r * r;
+}
+
+// `two_scale` is 2 for reduction="sum" and 2/(M*N) for "mean". Folding the
+// scale into G before the GEMMs (instead of scaling dW/dX afterwards) keeps
+// 0 * inf out of the empty-dimension cases.
+template <typename T>
+RELUFROB_HD T grad_y(T r, T two_scale) {
+  return -(two_scale * r);
+}
+
+// The masked entries are written as exact zeros, never skipped: the GEMMs that
+// consume G must still see NaN * 0 = NaN where X or W hold NaN/Inf.
+template <typename T>
+RELUFROB_HD T grad_z(T a, T r, T two_scale) {
+  return relu_mask(a) ? two_scale * r : T(0);
+}
+
+// Everything the epilogue derives from one element of Z = XW and Y.
+template <typename T>
+struct EpilogueValues {
+  T g;   // dL/dZ, the G consumed by the gradient GEMMs
+  T dy;  // dL/dY
+  T sq;  // this element's contribution to the (unscaled) loss
+};
+
+template <typename T>
+RELUFROB_HD EpilogueValues<T> epilogue(T z, T y, T two_scale) {
+  const T a = relu(z);
+  const T r = residual(a, y);
+  return {grad_z(a, r, two_scale), grad_y(r, two_scale), loss_term(r)};
+}
+
+}  // namespace relufrob

@@ -1,0 +1,115 @@
+#include "grads_plan.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+namespace relufrob {
+namespace {
+
+// Both public entry points (relufrob.grads and relufrob.loss) validate here.
+constexpr const char* kOp = "relufrob";
+
+void check_tensor_kind(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(t.defined(), kOp, ": ", name, " must be a tensor, got None");
+  TORCH_CHECK_VALUE(t.layout() == at::kStrided, kOp, ": ", name,
+                    " must be a dense (strided) tensor, got layout ",
+                    t.layout());
+  const auto dt = t.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf ||
+                       dt == at::kBFloat16,
+                   kOp, ": ", name,
+                   " must be a floating-point tensor (float16, bfloat16, "
+                   "float32 or float64), got ",
+                   dt);
+}
+
+double reduction_scale(std::string_view reduction, int64_t numel) {
+  if (reduction == "sum") return 1.0;
+  TORCH_CHECK_VALUE(reduction == "mean", kOp,
+                    ": reduction must be 'sum' or 'mean', got '",
+                    std::string(reduction), "'");
+  return 1.0 / static_cast<double>(numel);
+}
+
+at::Tensor as_contiguous_2d(const at::Tensor& t, int64_t rows, int64_t cols) {
+  // The common case, tested first: each reshape/contiguous is a dispatcher
+  // call, which is most of the cost of a tiny problem.
+  if (t.dim() == 2 && t.is_contiguous()) return t;
+  // reshape is free for the common contiguous case and copies only when the
+  // caller's strides (transposes, steps, expand) cannot be viewed as (rows, cols).
+  return t.reshape({rows, cols}).contiguous();
+}
+
+}  // namespace
+
+GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
+                          const at::Tensor& Y, GradRequest want,
+                          std::string_view reduction) {
+  check_tensor_kind(X, "X");
+  check_tensor_kind(W, "W");
+  check_tensor_kind(Y, "Y");
+
+  TORCH_CHECK_VALUE(X.dim() >= 1, kOp,
+                    ": X must have shape (*, K) with at least 1 dimension, got "
+                    "shape ",
+                    X.sizes());
+  TORCH_CHECK_VALUE(W.dim() == 2, kOp, ": W must be 2-D (K, N), got shape ",
+                    W.sizes());
+  const int64_t K = X.size(-1);
+  TORCH_CHECK_VALUE(W.size(0) == K, kOp,
+                    ": W must have shape (K, N) with K = X.shape[-1] = ", K,
+                    ", got W shape ", W.sizes());
+  const int64_t N = W.size(1);
+  TORCH_CHECK_VALUE(
+      Y.dim() == X.dim() && Y.sizes().slice(0, Y.dim() - 1) ==
+                                X.sizes().slice(0, X.dim() - 1) &&
+          Y.size(-1) == N,
+      kOp, ": Y must have shape (*, N) with X's leading dimensions ",
+      X.sizes().slice(0, X.dim() - 1), " and N = W.shape[1] = ", N,
+      ", got Y shape ", Y.sizes());
+
+  TORCH_CHECK_TYPE(W.scalar_type() == X.scalar_type(), kOp,
+                   ": W must have the same dtype as X (", X.scalar_type(),
+                   "), got ", W.scalar_type());
+  TORCH_CHECK_TYPE(Y.scalar_type() == X.scalar_type(), kOp,
+                   ": Y must have the same dtype as X (", X.scalar_type(),
+                   "), got ", Y.scalar_type());
+  TORCH_CHECK_VALUE(W.device() == X.device(), kOp,
+                    ": W must be on the same device as X (", X.device(),
+                    "), got ", W.device());
+  TORCH_CHECK_VALUE(Y.device() == X.device(), kOp,
+                    ": Y must be on the same device as X (", X.device(),
+                    "), got ", Y.device());
+
+  GradsPlan p;
+  p.K = K;
+  p.N = N;
+  // From the leading shape, not numel / K: with K == 0 X holds no elements.
+  p.M = c10::multiply_integers(X.sizes().slice(0, X.dim() - 1));
+  p.want = want;
+  p.scale = reduction_scale(reduction, p.M * p.N);
+
+  p.X = as_contiguous_2d(X, p.M, K);
+  p.W = W.is_contiguous() ? W : W.contiguous();
+  p.Y = as_contiguous_2d(Y, p.M, N);
+
+  const auto opts = X.options();
+  const auto placeholder = [&] { return at::empty({0}, opts); };
+  p.loss = at::empty({}, opts);
+  p.dW = want.dW ? at::empty({K, N}, opts) : placeholder();
+  if (want.dX) {
+    p.dX = at::empty(X.sizes(), opts);
+    p.dX2 = p.dX.view({p.M, K});
+  } else {
+    p.dX = placeholder();
+  }
+  if (want.dY) {
+    p.dY = at::empty(Y.sizes(), opts);
+    p.dY2 = p.dY.view({p.M, N});
+  } else {
+    p.dY = placeholder();
+  }
+  return p;
+}
+
+}  // namespace relufrob

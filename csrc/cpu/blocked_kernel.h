@@ -1,0 +1,109 @@
+// Large problems: stream over blocks of rows so that no M x N temporary exists.
+//
+// Per block b:   Z_b = X_b W            (BLAS, into a block-sized workspace)
+//                epilogue over Z_b      (loss partials, dY_b, G_b in place of Z_b,
+//                                        while Z_b is still in cache)
+//                dX_b = G_b Wᵀ          (BLAS, straight into the output rows)
+//                dW  += X_bᵀ G_b        (BLAS, accumulated in block order)
+// The only temporaries are the block workspace and, for half/bfloat16, float
+// copies of W and X_b plus a float dW accumulator. dW is summed in a fixed
+// block order, so results are deterministic for a given thread count.
+#pragma once
+
+#include "../common/grads_plan.h"
+#include "epilogue_rows.h"
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+namespace relufrob::cpu {
+
+// Sized so that a block of Z (and the matching rows of Y and dY) stays in the
+// 1-2 MiB L2 of current cores between the GEMM that writes it and the
+// epilogue that reads it, while keeping the GEMMs' row count large enough for
+// BLAS to run near peak.
+constexpr int64_t kBlockBytes = 512 * 1024;
+constexpr int64_t kMinBlockRows = 64;
+
+inline int64_t block_rows(int64_t M, int64_t N, int64_t elem_size) {
+  const int64_t rows = kBlockBytes / std::max<int64_t>(N * elem_size, 1);
+  return std::max<int64_t>(std::min(std::max(rows, kMinBlockRows), M), 1);
+}
+
+template <typename scalar_t>
+double blocked_grads(const GradsPlan& p) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  // float/double run their GEMMs natively; half/bfloat16 run them in float.
+  constexpr bool kNative = std::is_same_v<scalar_t, opmath_t>;
+  const auto op_dtype = c10::CppTypeToScalarType<opmath_t>::value;
+  const auto op_opts = p.X.options().dtype(op_dtype);
+  const int64_t M = p.M, K = p.K, N = p.N;
+  const int64_t rows_per_block = block_rows(M, N, sizeof(opmath_t));
+  const bool need_g = p.want.any_gemm_grad();
+  const opmath_t two_scale = static_cast<opmath_t>(2.0 * p.scale);
+
+  const at::Tensor W_op = kNative ? p.W : p.W.to(op_dtype);
+  const at::Tensor Wt = W_op.t();
+  at::Tensor z_ws = at::empty({rows_per_block, N}, op_opts);
+  at::Tensor dW_acc;
+  if (p.want.dW) dW_acc = kNative ? p.dW : at::empty({K, N}, op_opts);
+  at::Tensor dX_ws;
+  if (p.want.dX && !kNative) dX_ws = at::empty({rows_per_block, K}, op_opts);
+
+  const scalar_t* Y = p.Y.const_data_ptr<scalar_t>();
+  scalar_t* dY = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
+  std::vector<double> row_loss(rows_per_block);
+  // Rows per epilogue task: enough work per thread to beat the fork/join cost.
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1));
+
+  double loss = 0.0;
+  for (int64_t r0 = 0; r0 < M; r0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, M - r0);
+    at::Tensor X_b = p.X.narrow(0, r0, rows);
+    if constexpr (!kNative) X_b = X_b.to(op_dtype);
+    at::Tensor Z_b = z_ws.narrow(0, 0, rows);
+    at::mm_out(Z_b, X_b, W_op);
+
+    opmath_t* z = Z_b.data_ptr<opmath_t>();
+    const scalar_t* y = Y + r0 * N;
+    scalar_t* dy = dY ? dY + r0 * N : nullptr;
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      epilogue_rows(begin, end, N, z, y, two_scale, need_g, dy, row_loss.data());
+    });
+    for (int64_t i = 0; i < rows; ++i) loss += row_loss[i];
+
+    const at::Tensor& G_b = Z_b;
+    if (p.want.dX) {
+      at::Tensor dX_b = p.dX2.narrow(0, r0, rows);
+      if constexpr (kNative) {
+        at::mm_out(dX_b, G_b, Wt);
+      } else {
+        at::Tensor tmp = dX_ws.narrow(0, 0, rows);
+        at::mm_out(tmp, G_b, Wt);
+        dX_b.copy_(tmp);
+      }
+    }
+    if (p.want.dW) {
+      if (r0 == 0) {
+        at::mm_out(dW_acc, X_b.t(), G_b);
+      } else {
+        dW_acc.addmm_(X_b.t(), G_b);
+      }
+    }
+  }
+  if (p.want.dW) {
+    if (M == 0) {
+      p.dW.zero_();
+    } else if constexpr (!kNative) {
+      p.dW.copy_(dW_acc);
+    }
+  }
+  return loss;
+}
+
+}  // namespace relufrob::cpu

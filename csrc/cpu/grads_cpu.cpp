@@ -1,0 +1,40 @@
+// CPU implementation of relufrob::grads: picks the direct loops for tiny
+// problems and the row-blocked BLAS pipeline otherwise.
+#include "../common/grads_plan.h"
+#include "blocked_kernel.h"
+#include "direct_kernel.h"
+
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+namespace relufrob::cpu {
+namespace {
+
+// Below this many multiply-adds per GEMM, BLAS call and workspace overheads
+// exceed the arithmetic and the direct loops win (measured with
+// bench/throughput.py on a 2-core AVX-512 machine).
+constexpr int64_t kDirectMaxMacs = 16 * 1024;
+
+bool use_direct(const GradsPlan& p) {
+  return p.M * p.K * p.N <= kDirectMaxMacs;
+}
+
+GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W,
+                      const at::Tensor& Y, bool need_dW, bool need_dX,
+                      bool need_dY, c10::string_view reduction) {
+  GradsPlan p = make_grads_plan(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
+        const double sum =
+            use_direct(p) ? direct_grads<scalar_t>(p) : blocked_grads<scalar_t>(p);
+        *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(sum * p.scale);
+      });
+  return p.result();
+}
+
+}  // namespace
+}  // namespace relufrob::cpu
+
+TORCH_LIBRARY_IMPL(relufrob, CPU, m) {
+  m.impl("grads", &relufrob::cpu::grads_cpu);
+}

@@ -1,0 +1,96 @@
+"""The typed Python entry points over the relufrob dispatcher ops.
+
+Validation and allocation happen in C++; these wrappers only translate the
+keyword interface into the op's flags and turn the placeholders of gradients
+that were not asked for into None.
+"""
+from typing import Iterable, Tuple
+
+import torch
+from torch import Tensor
+
+from .reference import Grads
+
+__all__ = ["Grads", "grads", "loss"]
+
+_grads_op = torch.ops.relufrob.grads.default
+_loss_op = torch.ops.relufrob.loss.default
+
+_ALL = ("X", "W", "Y")
+_NEED_ALL = (True, True, True)
+
+
+def _need_flags(wrt) -> Tuple[bool, bool, bool]:
+    """(need_dW, need_dX, need_dY) for a `wrt` selection such as ("W",)."""
+    if isinstance(wrt, str):
+        wrt = (wrt,)
+    names = tuple(wrt)
+    unknown = [n for n in names if n not in _ALL]
+    if unknown:
+        raise ValueError(
+            f"relufrob.grads: wrt must name inputs among 'X', 'W', 'Y', got {unknown[0]!r}")
+    return ("W" in names, "X" in names, "Y" in names)
+
+
+def _explain_failure(X, W, Y) -> None:
+    """Raise a clear error for arguments the dispatcher itself refused.
+
+    Only reached after the op has failed, so the common path pays nothing.
+    """
+    for name, t in (("X", X), ("W", W), ("Y", Y)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"relufrob: {name} must be a torch.Tensor, got {type(t).__name__}")
+    for name, t in (("X", X), ("W", W), ("Y", Y)):
+        if t.layout != torch.strided:
+            raise ValueError(f"relufrob: {name} must be a dense (strided) tensor, got layout {t.layout}")
+    for name, t in (("W", W), ("Y", Y)):
+        if t.device != X.device:
+            raise ValueError(
+                f"relufrob: {name} must be on the same device as X ({X.device}), got {t.device}")
+    if X.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            "relufrob::grads", X.device.type.upper()):
+        raise NotImplementedError(
+            f"relufrob: X is on {X.device}, but this build of relufrob has no "
+            f"{X.device.type} kernels (see relufrob.build_info())")
+
+
+def grads(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum",
+          wrt: Iterable[str] = _ALL) -> Grads:
+    """Loss f = ||relu(X W) - Y||_F^2 and its gradients, in one fused call.
+
+    Args:
+        X: (*, K) inputs. W: (K, N) weights. Y: (*, N) targets, with X's
+            leading shape. Any strides; float16, bfloat16, float32 or float64,
+            all three the same dtype and device.
+        reduction: "sum" (default) or "mean", which divides the loss and every
+            gradient by Y.numel().
+        wrt: which gradients to compute, as input names, e.g. ``wrt=("W",)``.
+            The others come back as None and cost nothing.
+
+    Returns:
+        Grads(loss, dW, dX, dY): a 0-dim loss and each gradient in its input's
+        shape, dtype and device. The results never carry an autograd graph.
+    """
+    need = _NEED_ALL if wrt is _ALL else _need_flags(wrt)
+    try:
+        f, dW, dX, dY = _grads_op(X, W, Y, need[0], need[1], need[2], reduction)
+    except (TypeError, NotImplementedError, RuntimeError):
+        _explain_failure(X, W, Y)
+        raise
+    if need is _NEED_ALL:
+        return Grads(f, dW, dX, dY)
+    return Grads(f, dW if need[0] else None, dX if need[1] else None, dY if need[2] else None)
+
+
+def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
+    """The loss f = ||relu(X W) - Y||_F^2 as a differentiable 0-dim tensor.
+
+    The forward computes, in the same fused pass, the gradients of exactly the
+    inputs that require grad; backward only scales them by grad_output.
+    Arguments are as for :func:`grads`.
+    """
+    try:
+        return _loss_op(X, W, Y, reduction)
+    except (TypeError, NotImplementedError, RuntimeError):
+        _explain_failure(X, W, Y)
+        raise
