@@ -9,11 +9,17 @@ from typing import Iterable, Tuple
 import torch
 from torch import Tensor
 
+from . import _C
 from .reference import Grads
 
 __all__ = ["Grads", "grads", "loss"]
 
 _grads_op = torch.ops.relufrob.grads.default
+# The same dispatcher op bound directly: torch.ops' generic Python argument
+# matching costs more than a whole 10x4x4 problem. torch.compile cannot trace
+# through a pybind function, so traced code keeps using _grads_op.
+_grads_direct = _C.grads
+_is_compiling = torch.compiler.is_compiling
 _loss_op = torch.ops.relufrob.loss.default
 
 _ALL = ("X", "W", "Y")
@@ -72,8 +78,9 @@ def grads(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum",
         shape, dtype and device. The results never carry an autograd graph.
     """
     need = _NEED_ALL if wrt is _ALL else _need_flags(wrt)
+    op = _grads_op if _is_compiling() else _grads_direct
     try:
-        f, dW, dX, dY = _grads_op(X, W, Y, need[0], need[1], need[2], reduction)
+        f, dW, dX, dY = op(X, W, Y, need[0], need[1], need[2], reduction)
     except (TypeError, NotImplementedError, RuntimeError):
         _explain_failure(X, W, Y)
         raise

@@ -16,6 +16,7 @@ and ``python -m relufrob check``:
 Leading dimensions follow nn.Linear (X is (*, K), Y is (*, N)); with
 ``reduction="mean"`` the loss and every gradient are divided by Y.numel().
 """
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -65,12 +66,14 @@ def autograd_grads(X: Tensor, W: Tensor, Y: Tensor, reduction: str = "sum") -> G
 def formula_grads(X: Tensor, W: Tensor, Y: Tensor, reduction: str = "sum") -> Grads:
     """Loss and gradients from the closed-form formulas, in eager PyTorch."""
     _check_reduction(reduction)
-    scale = 1.0 if reduction == "sum" else 1.0 / Y.numel()
+    # The mean over nothing is NaN, as torch's mean: 1/0 taken as inf.
+    scale = 1.0 if reduction == "sum" else (1.0 / Y.numel() if Y.numel() else math.inf)
     A = F.relu(X @ W)
     R = A - Y
     G = (2.0 * scale) * R * (A > 0)
     K, N = W.shape
-    dW = X.reshape(-1, K).T @ G.reshape(-1, N)
+    M = math.prod(X.shape[:-1])  # not reshape(-1, K): ambiguous when K == 0
+    dW = X.reshape(M, K).T @ G.reshape(M, N)
     dX = G @ W.T
     dY = (-2.0 * scale) * R
     f = (R * R).sum() * scale if reduction == "sum" else (R * R).mean()

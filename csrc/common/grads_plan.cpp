@@ -97,15 +97,19 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
   const auto placeholder = [&] { return at::empty({0}, opts); };
   p.loss = at::empty({}, opts);
   p.dW = want.dW ? at::empty({K, N}, opts) : placeholder();
+  // A view is a dispatcher call too; 2-D outputs need none.
+  const auto as_2d = [](const at::Tensor& t, int64_t rows, int64_t cols) {
+    return t.dim() == 2 ? t : t.view({rows, cols});
+  };
   if (want.dX) {
     p.dX = at::empty(X.sizes(), opts);
-    p.dX2 = p.dX.view({p.M, K});
+    p.dX2 = as_2d(p.dX, p.M, K);
   } else {
     p.dX = placeholder();
   }
   if (want.dY) {
     p.dY = at::empty(Y.sizes(), opts);
-    p.dY2 = p.dY.view({p.M, N});
+    p.dY2 = as_2d(p.dY, p.M, N);
   } else {
     p.dY = placeholder();
   }

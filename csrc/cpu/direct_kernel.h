@@ -43,17 +43,21 @@ double direct_grads(const GradsPlan& p) {
     }
   }
 
-  std::vector<opmath_t> z(N);  // holds z, then G in place
+  // One row of z, then G in place; on the stack for the usual tiny N.
+  constexpr int64_t kStackRow = 256;
+  opmath_t stack_row[kStackRow];
+  std::vector<opmath_t> heap_row(N > kStackRow ? N : 0);
+  opmath_t* z = N > kStackRow ? heap_row.data() : stack_row;
   double loss = 0.0;
   for (int64_t i = 0; i < M; ++i) {
     const scalar_t* x_i = X + i * K;
-    std::fill(z.begin(), z.end(), opmath_t(0));
+    std::fill(z, z + N, opmath_t(0));
     for (int64_t k = 0; k < K; ++k) {
       const opmath_t x_ik = static_cast<opmath_t>(x_i[k]);
       const scalar_t* w_k = W + k * N;
       for (int64_t j = 0; j < N; ++j) z[j] += x_ik * static_cast<opmath_t>(w_k[j]);
     }
-    loss += epilogue_row(z.data(), Y + i * N, N, two_scale, need_g,
+    loss += epilogue_row(z, Y + i * N, N, two_scale, need_g,
                          dY ? dY + i * N : nullptr);
     if (dX) {
       for (int64_t k = 0; k < K; ++k) {

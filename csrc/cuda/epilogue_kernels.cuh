@@ -1,0 +1,96 @@
+// CUDA kernels for the relufrob epilogue, free of ATen/torch so that they can
+// be compiled and exercised on their own (only CUDA headers are included).
+//
+// The epilogue is memory-bound, so the kernels use only the portable core of
+// CUDA: grid-stride loops, shared memory and __syncthreads(). The loss is
+// reduced in two deterministic stages (per-block partials, then one block
+// summing them in a fixed order); there are no atomics, so the same inputs on
+// the same device give bitwise-identical losses.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../common/epilogue_math.h"
+
+namespace relufrob::cuda {
+
+constexpr int kEpilogueThreads = 256;
+// Enough blocks to fill any current GPU several times over with a grid-stride
+// loop; a fixed cap keeps the partials buffer small and the reduction order
+// independent of the device.
+constexpr int kMaxEpilogueBlocks = 1024;
+
+inline int epilogue_num_blocks(int64_t numel) {
+  const int64_t wanted = (numel + kEpilogueThreads - 1) / kEpilogueThreads;
+  return static_cast<int>(wanted < 1 ? 1 : (wanted > kMaxEpilogueBlocks ? kMaxEpilogueBlocks : wanted));
+}
+
+// Tree reduction of one value per thread in shared memory; the result is
+// valid in thread 0. blockDim.x must be kEpilogueThreads.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t value, acc_t* shared) {
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int stride = kEpilogueThreads / 2; stride > 0; stride >>= 1) {
+    if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
+    __syncthreads();
+  }
+  return shared[0];
+}
+
+// One pass over Z = XW (numel = M*N elements, row-major like Y):
+//   g   (nullable) receives G; may alias z, each element is read first.
+//   dy  (nullable) receives dY; may alias z in the same way.
+//   partials[blockIdx.x] receives the block's sum of R² (unscaled).
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kEpilogueThreads)
+epilogue_kernel(const T* z, const T* __restrict__ y, int64_t numel,
+                acc_t two_scale, T* g, T* dy, acc_t* __restrict__ partials) {
+  __shared__ acc_t shared[kEpilogueThreads];
+  acc_t sum = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < numel; i += stride) {
+    const auto e = epilogue<acc_t>(static_cast<acc_t>(z[i]),
+                                   static_cast<acc_t>(y[i]), two_scale);
+    sum += e.sq;
+    if (g) g[i] = static_cast<T>(e.g);
+    if (dy) dy[i] = static_cast<T>(e.dy);
+  }
+  const acc_t block_total = block_sum(sum, shared);
+  if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+}
+
+// Second stage: one block adds the partials in a fixed order, applies the
+// reduction scale and writes the loss in the output dtype.
+template <typename T, typename acc_t>
+__global__ void __launch_bounds__(kEpilogueThreads)
+finalize_loss_kernel(const acc_t* __restrict__ partials, int num_partials,
+                     acc_t scale, T* __restrict__ loss) {
+  __shared__ acc_t shared[kEpilogueThreads];
+  acc_t sum = 0;
+  for (int i = threadIdx.x; i < num_partials; i += blockDim.x) sum += partials[i];
+  const acc_t total = block_sum(sum, shared);
+  if (threadIdx.x == 0) *loss = static_cast<T>(total * scale);
+}
+
+template <typename T, typename acc_t>
+void launch_epilogue(const T* z, const T* y, int64_t numel, acc_t two_scale,
+                     T* g, T* dy, acc_t* partials, int num_blocks,
+                     cudaStream_t stream) {
+  epilogue_kernel<T, acc_t><<<num_blocks, kEpilogueThreads, 0, stream>>>(
+      z, y, numel, two_scale, g, dy, partials);
+}
+
+// With num_partials == 0 (an empty M*N) this still writes 0 * scale, which is
+// NaN for the mean over nothing, like torch's mean.
+template <typename T, typename acc_t>
+void launch_finalize_loss(const acc_t* partials, int num_partials, acc_t scale,
+                          T* loss, cudaStream_t stream) {
+  finalize_loss_kernel<T, acc_t><<<1, kEpilogueThreads, 0, stream>>>(
+      partials, num_partials, scale, loss);
+}
+
+}  // namespace relufrob::cuda

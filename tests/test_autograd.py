@@ -1,0 +1,225 @@
+"""relufrob.loss in training code: autograd, double backward, opcheck, torch.compile."""
+import itertools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import relufrob
+from relufrob import reference
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REDUCTIONS = ("sum", "mean")
+NAMES = ("X", "W", "Y")
+
+
+def make_inputs(M=9, K=5, N=4, dtype=torch.float32, device="cpu", lead=(), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(*lead, M, K, generator=g, dtype=dtype)
+    W = torch.randn(K, N, generator=g, dtype=dtype)
+    Y = torch.randn(*lead, M, N, generator=g, dtype=dtype)
+    return tuple(t.to(device) for t in (X, W, Y))
+
+
+def grads_of(fn, inputs, requires):
+    """Gradients of fn(*inputs) for the inputs flagged in `requires`."""
+    leaves = [t.detach().clone().requires_grad_(r) for t, r in zip(inputs, requires)]
+    fn(*leaves).backward()
+    return [t.grad for t in leaves]
+
+
+class RecordGradsCalls(TorchDispatchMode):
+    """Records the need_* flags of every relufrob::grads call below autograd."""
+
+    def __init__(self):
+        super().__init__()
+        self.flags = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.relufrob.grads.default:
+            args_full = list(args) + [True] * (6 - len(args))
+            self.flags.append(tuple(kwargs.get(n, args_full[i]) for i, n in
+                                    ((3, "need_dW"), (4, "need_dX"), (5, "need_dY"))))
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("requires", [r for r in itertools.product((False, True), repeat=3) if any(r)])
+def test_loss_gradients_match_reference(requires, reduction):
+    inputs = make_inputs()
+    ours = grads_of(lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), inputs, requires)
+    ref = grads_of(lambda X, W, Y: reference.loss(X, W, Y, reduction=reduction), inputs, requires)
+    for name, a, b, r in zip(NAMES, ours, ref, requires):
+        if r:
+            torch.testing.assert_close(a, b, msg=lambda m: f"d{name}: {m}")
+        else:
+            assert a is None, f"{name} does not require grad but got a gradient"
+
+
+def test_loss_value_matches_reference_and_has_leading_dims():
+    X, W, Y = make_inputs(lead=(2, 3))
+    W.requires_grad_(True)
+    f = relufrob.loss(X, W, Y)
+    assert f.dim() == 0 and f.requires_grad
+    torch.testing.assert_close(f.detach(), reference.loss(X, W, Y).detach())
+
+
+@pytest.mark.parametrize("requires", [(True, False, False), (False, True, False), (False, False, True),
+                                      (True, True, True), (False, False, False)])
+def test_forward_computes_only_the_gradients_needed(requires):
+    X, W, Y = (t.requires_grad_(r) for t, r in zip(make_inputs(), requires))
+    with RecordGradsCalls() as rec:
+        relufrob.loss(X, W, Y)
+    need_dX, need_dW, need_dY = requires
+    assert rec.flags == [(need_dW, need_dX, need_dY)]
+
+
+def test_no_gradients_under_no_grad():
+    X, W, Y = (t.requires_grad_(True) for t in make_inputs())
+    with torch.no_grad(), RecordGradsCalls() as rec:
+        f = relufrob.loss(X, W, Y)
+    assert rec.flags == [(False, False, False)]
+    assert not f.requires_grad
+
+
+@pytest.mark.parametrize("scale", [1.5, -0.25, 0.0])
+def test_grad_output_scales_gradients(scale):
+    inputs = make_inputs()
+    ours = grads_of(lambda X, W, Y: relufrob.loss(X, W, Y) * scale, inputs, (True, True, True))
+    ref = grads_of(lambda X, W, Y: reference.loss(X, W, Y) * scale, inputs, (True, True, True))
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_saved_tensors_are_released_after_backward():
+    X, W, Y = make_inputs()
+    W.requires_grad_(True)
+    f = relufrob.loss(X, W, Y)
+    f.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        f.backward()
+
+
+def test_retain_graph_allows_a_second_identical_backward():
+    X, W, Y = make_inputs()
+    W.requires_grad_(True)
+    f = relufrob.loss(X, W, Y)
+    (g1,) = torch.autograd.grad(f, W, retain_graph=True)
+    (g2,) = torch.autograd.grad(f, W)
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("wrt", range(3))
+def test_gradcheck_float64(wrt, reduction):
+    inputs = list(make_inputs(M=6, K=4, N=3, dtype=torch.float64, seed=wrt))
+    inputs[wrt].requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), tuple(inputs))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_double_backward_is_exact(reduction):
+    inputs = [t.requires_grad_(True) for t in make_inputs(M=6, K=4, N=3, dtype=torch.float64)]
+    assert torch.autograd.gradgradcheck(
+        lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), tuple(inputs))
+
+    def hvp(loss_fn):
+        leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+        gX, gW, gY = torch.autograd.grad(loss_fn(*leaves, reduction=reduction), leaves, create_graph=True)
+        penalty = (gW ** 2).sum() + (gX * gY.sum()).sum()
+        return torch.autograd.grad(penalty, leaves)
+
+    for a, b in zip(hvp(relufrob.loss), hvp(reference.loss)):
+        torch.testing.assert_close(a, b)
+
+
+def opcheck_samples():
+    for dtype, (M, K, N), requires in itertools.product(
+            (torch.float32, torch.float64), ((5, 3, 2), (1, 1, 1), (12, 7, 9)), (False, True)):
+        X, W, Y = make_inputs(M, K, N, dtype=dtype)
+        yield (X.requires_grad_(requires), W.requires_grad_(requires), Y)
+    X, W, Y = make_inputs(4, 3, 2, lead=(2,))
+    yield (X, W.requires_grad_(True), Y.requires_grad_(True))
+
+
+@pytest.mark.parametrize("sample", list(opcheck_samples()), ids=lambda s: f"{list(s[0].shape)}-{s[0].dtype}")
+@pytest.mark.parametrize("op,kwargs", [
+    (torch.ops.relufrob.grads.default, {}),
+    (torch.ops.relufrob.grads.default, {"need_dX": False, "reduction": "mean"}),
+    (torch.ops.relufrob.loss.default, {}),
+    (torch.ops.relufrob.loss.default, {"reduction": "mean"}),
+], ids=["grads", "grads-partial-mean", "loss", "loss-mean"])
+def test_opcheck(op, kwargs, sample):
+    torch.library.opcheck(op, sample, kwargs)
+
+
+def test_grads_op_outputs_carry_no_graph():
+    X, W, Y = (t.requires_grad_(True) for t in make_inputs())
+    out = relufrob.grads(X, W, Y)
+    assert all(t.grad_fn is None and not t.requires_grad for t in out)
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("requires", [(True, True, True), (False, True, False), (True, False, True)])
+def test_compiled_loss_matches_eager(fresh_dynamo, requires):
+    def step(X, W, Y):
+        return relufrob.loss(X, W, Y) * 0.5 + relufrob.loss(X, W, Y, reduction="mean")
+
+    compiled = torch.compile(step, fullgraph=True)
+    inputs = make_inputs()
+    eager = grads_of(step, inputs, requires)
+    traced = grads_of(compiled, inputs, requires)
+    for a, b in zip(traced, eager):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b)
+
+
+def test_compiled_dynamic_shapes_two_sizes(fresh_dynamo):
+    def step(X, W, Y):
+        return relufrob.loss(X, W, Y), relufrob.grads(X, W, Y, wrt=("W",)).dW
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True)
+    for M in (9, 23):
+        X, W, Y = make_inputs(M=M)
+        W.requires_grad_(True)
+        f, dW = compiled(X, W, Y)
+        f.backward()
+        ref = reference.autograd_grads(X, W, Y)
+        torch.testing.assert_close(f.detach(), ref.loss)
+        torch.testing.assert_close(dW, ref.dW)
+        torch.testing.assert_close(W.grad, ref.dW)
+
+
+def test_compiled_grads_matches_eager(fresh_dynamo):
+    compiled = torch.compile(lambda X, W, Y: relufrob.grads(X, W, Y, reduction="mean"), fullgraph=True)
+    X, W, Y = make_inputs(lead=(3,))
+    for a, b in zip(compiled(X, W, Y), relufrob.grads(X, W, Y, reduction="mean")):
+        torch.testing.assert_close(a, b)
+
+
+def test_fit_example_runs_and_both_loops_agree():
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "fit.py"), "--shape", "256", "8", "4", "--steps", "20"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    finals = {}
+    for line in out.splitlines():
+        if "final loss" in line:
+            name, rest = line.split(":", 1)
+            finals[name.strip()] = float(rest.split()[2])
+    assert set(finals) == {"relufrob.loss", "autograd reference"}, out
+    initial = float(out.split("initial loss:")[1].split()[0])
+    assert finals["relufrob.loss"] < initial
+    assert finals["relufrob.loss"] == pytest.approx(finals["autograd reference"], rel=1e-3)
