@@ -9,7 +9,7 @@ and ``python -m relufrob check``:
 
       R  = relu(X W) - Y
       dY = -2 R
-      G  = 2 R * [relu(X W) > 0]
+      G  = 2 R * [relu(X W) > 0]      (NaN counts as > 0, as in autograd)
       dW = Xᵀ G
       dX = G Wᵀ
 
@@ -70,7 +70,9 @@ def formula_grads(X: Tensor, W: Tensor, Y: Tensor, reduction: str = "sum") -> Gr
     scale = 1.0 if reduction == "sum" else (1.0 / Y.numel() if Y.numel() else math.inf)
     A = F.relu(X @ W)
     R = A - Y
-    G = (2.0 * scale) * R * (A > 0)
+    # Zero where relu(XW) <= 0, as autograd's ReLU backward: NaN passes through,
+    # and a masked infinite residual gives 0, not inf * 0.
+    G = torch.where(A <= 0, torch.zeros_like(R), (2.0 * scale) * R)
     K, N = W.shape
     M = math.prod(X.shape[:-1])  # not reshape(-1, K): ambiguous when K == 0
     dW = X.reshape(M, K).T @ G.reshape(M, N)

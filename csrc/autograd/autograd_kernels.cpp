@@ -1,8 +1,9 @@
 // Autograd behaviour of the relufrob ops.
 //
 // relufrob::grads returns gradients, not something to differentiate: its
-// Autograd kernel is a fallthrough, so outputs never carry a graph even when
-// the inputs require grad.
+// Autograd kernel steps below autograd for the whole call, so outputs never
+// carry a graph and the kernels' own ATen calls (mm_out on inputs that
+// require grad) are not recorded either.
 //
 // relufrob::loss follows the fused-gradient pattern: the forward asks
 // relufrob::grads for exactly the gradients whose inputs require grad and
@@ -32,7 +33,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_grads(
     double scale) {
   const at::Tensor A = at::relu(at::matmul(X, W));
   const at::Tensor R = A - Y;
-  const at::Tensor G = (2.0 * scale) * R * (A > 0).to(R.scalar_type());
+  // threshold_backward is autograd's own ReLU backward (NaN passes through).
+  const at::Tensor G = at::threshold_backward((2.0 * scale) * R, A, 0);
   const int64_t K = W.size(0), N = W.size(1);
   const at::Tensor dW = X.reshape({-1, K}).t().mm(G.reshape({-1, N}));
   const at::Tensor dX = at::matmul(G, W.t());
@@ -71,6 +73,13 @@ class FusedLoss : public torch::autograd::Function<FusedLoss> {
   }
 };
 
+GradsResult grads_autograd(const at::Tensor& X, const at::Tensor& W,
+                           const at::Tensor& Y, bool need_dW, bool need_dX,
+                           bool need_dY, c10::string_view reduction) {
+  const at::AutoDispatchBelowADInplaceOrView guard;
+  return call_grads_op(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
+}
+
 at::Tensor loss_autograd(const at::Tensor& X, const at::Tensor& W,
                          const at::Tensor& Y, c10::string_view reduction) {
   // Decided here, not in forward(): Function::apply runs forward() with grad
@@ -86,6 +95,6 @@ at::Tensor loss_autograd(const at::Tensor& X, const at::Tensor& W,
 }  // namespace relufrob
 
 TORCH_LIBRARY_IMPL(relufrob, Autograd, m) {
-  m.impl("grads", torch::CppFunction::makeFallthrough());
+  m.impl("grads", &relufrob::grads_autograd);
   m.impl("loss", &relufrob::loss_autograd);
 }

@@ -24,11 +24,13 @@ RELUFROB_HD T relu(T z) {
   return !(z <= T(0)) ? z : T(0);
 }
 
-// The ReLU gradient mask is taken on the *output*, `relu(z) > 0`, exactly as
-// threshold_backward(grad, result, 0) does: false at z == 0 and false at NaN.
+// The ReLU gradient mask is taken on the *output*, as autograd's
+// threshold_backward(grad, result, 0) does: the gradient is zeroed where
+// `result <= 0`. So it is false at z == 0, and *true* at NaN (NaN <= 0 is
+// false), letting the NaN residual through to G as autograd does.
 template <typename T>
 RELUFROB_HD bool relu_mask(T a) {
-  return a > T(0);
+  return !(a <= T(0));
 }
 
 template <typename T>

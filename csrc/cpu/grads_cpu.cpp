@@ -10,13 +10,15 @@
 namespace relufrob::cpu {
 namespace {
 
-// Below this many multiply-adds per GEMM, BLAS call and workspace overheads
-// exceed the arithmetic and the direct loops win (measured with
-// bench/throughput.py on a 2-core AVX-512 machine).
-constexpr int64_t kDirectMaxMacs = 16 * 1024;
+// The fused panel kernel beats three BLAS calls while W (and its transpose)
+// stay in L2 and the problem is small enough that BLAS set-up dominates
+// (measured with bench/throughput.py on a 2-core AVX-512 machine).
+constexpr int64_t kDirectMaxMacs = int64_t(1) << 22;
+constexpr int64_t kDirectMaxDim = 256;
 
 bool use_direct(const GradsPlan& p) {
-  return p.M * p.K * p.N <= kDirectMaxMacs;
+  return p.M * p.K * p.N <= kDirectMaxMacs && p.K <= kDirectMaxDim &&
+         p.N <= kDirectMaxDim;
 }
 
 GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W,

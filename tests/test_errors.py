@@ -1,0 +1,257 @@
+"""Bad inputs raise the documented exception type with a message that names
+the offending argument. Everything runs in-process: a crash would take the
+whole test session down, so "never a segfault" is checked implicitly.
+
+Contract: ValueError for shapes, layout, device and reduction; TypeError for
+dtypes and non-tensors; messages start with "relufrob: " and name X, W or Y.
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import relufrob
+
+
+def _ok(M=6, K=4, N=3, dtype=torch.float32, device="cpu"):
+    return (torch.randn(M, K, dtype=dtype, device=device),
+            torch.randn(K, N, dtype=dtype, device=device),
+            torch.randn(M, N, dtype=dtype, device=device))
+
+
+def _names(arg):
+    """A regex for a message that starts with 'relufrob: ' and names `arg`."""
+    return rf"^relufrob: {arg}\b"
+
+
+ENTRY_POINTS = {
+    "grads": lambda X, W, Y, **kw: relufrob.grads(X, W, Y, **kw),
+    "loss": lambda X, W, Y, **kw: relufrob.loss(X, W, Y, **kw),
+}
+
+
+@pytest.fixture(params=list(ENTRY_POINTS))
+def entry(request):
+    return ENTRY_POINTS[request.param]
+
+
+def test_valid_inputs_do_not_raise(entry):
+    # The baseline the error cases perturb is itself accepted.
+    X, W, Y = _ok()
+    entry(X, W, Y)
+
+
+# --------------------------------------------------------------------------
+# Shapes -> ValueError
+# --------------------------------------------------------------------------
+
+SHAPE_CASES = {
+    # name: (X shape, W shape, Y shape, argument named, extra regex)
+    "X-0d": ((), (4, 3), (3,), "X", r"shape"),
+    "W-1d": ((6, 4), (4,), (6, 3), "W", r"2-D"),
+    "W-3d": ((6, 4), (2, 4, 3), (6, 3), "W", r"2-D.*\[2, 4, 3\]"),
+    "W-0d": ((6, 4), (), (6, 3), "W", r"2-D"),
+    "inner-dim-mismatch": ((6, 4), (5, 3), (6, 3), "W", r"\bK\b"),
+    "inner-dim-mismatch-1d": ((4,), (5, 3), (3,), "W", r"\bK\b"),
+    "Y-wrong-N": ((6, 4), (4, 3), (6, 2), "Y", r"\bN\b"),
+    "Y-wrong-M": ((6, 4), (4, 3), (5, 3), "Y", r"shape"),
+    "Y-transposed-shape": ((6, 4), (4, 3), (3, 6), "Y", r"shape"),
+    "Y-wrong-leading-dims": ((2, 3, 4), (4, 5), (3, 2, 5), "Y", r"leading"),
+    "Y-fewer-dims": ((2, 3, 4), (4, 5), (6, 5), "Y", r"shape"),
+    "Y-more-dims": ((6, 4), (4, 5), (1, 6, 5), "Y", r"shape"),
+    "Y-1d-X-2d": ((6, 4), (4, 5), (5,), "Y", r"shape"),
+    "Y-2d-X-1d": ((4,), (4, 5), (1, 5), "Y", r"shape"),
+    "Y-0d": ((4,), (4, 1), (), "Y", r"shape"),
+    "empty-K-mismatch": ((6, 0), (1, 3), (6, 3), "W", r"\bK\b"),
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPE_CASES))
+def test_bad_shapes(case, entry):
+    xs, ws, ys, arg, extra = SHAPE_CASES[case]
+    X, W, Y = torch.randn(xs), torch.randn(ws), torch.randn(ys)
+    with pytest.raises(ValueError, match=_names(arg)) as info:
+        entry(X, W, Y)
+    assert re.search(extra, str(info.value)), str(info.value)
+
+
+def test_w_3d_message_example():
+    # The example from the documentation, checked in full.
+    with pytest.raises(ValueError) as info:
+        relufrob.grads(torch.randn(6, 4), torch.randn(2, 4, 4), torch.randn(6, 4))
+    assert str(info.value).startswith("relufrob: W must be 2-D (K, N), got shape [2, 4, 4]")
+
+
+# --------------------------------------------------------------------------
+# dtypes -> TypeError
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arg", ["W", "Y"])
+@pytest.mark.parametrize("xdtype,odtype", [
+    (torch.float32, torch.float64),
+    (torch.float64, torch.float32),
+    (torch.float32, torch.float16),
+    (torch.float16, torch.bfloat16),
+], ids=str)
+def test_mismatched_float_dtypes(arg, xdtype, odtype, entry):
+    X, W, Y = _ok(dtype=xdtype)
+    if arg == "W":
+        W = W.to(odtype)
+    else:
+        Y = Y.to(odtype)
+    with pytest.raises(TypeError, match=_names(arg)) as info:
+        entry(X, W, Y)
+    assert "dtype" in str(info.value)
+
+
+BAD_DTYPES = [torch.int32, torch.int64, torch.uint8, torch.int8, torch.bool, torch.complex64,
+              torch.complex128]
+
+
+@pytest.mark.parametrize("arg", ["X", "W", "Y"])
+@pytest.mark.parametrize("dtype", BAD_DTYPES, ids=str)
+def test_non_float_dtypes(arg, dtype, entry):
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = t[arg].to(dtype)
+    with pytest.raises(TypeError, match=_names(arg)):
+        entry(t["X"], t["W"], t["Y"])
+
+
+@pytest.mark.parametrize("dtype", BAD_DTYPES[:2] + [torch.bool, torch.complex64], ids=str)
+def test_all_inputs_same_bad_dtype(dtype):
+    # Consistent but non-floating dtypes are refused too; X is named first.
+    X, W, Y = (t.to(dtype) for t in _ok())
+    with pytest.raises(TypeError, match=_names("X")):
+        relufrob.grads(X, W, Y)
+
+
+# --------------------------------------------------------------------------
+# Non-tensor arguments -> TypeError
+# --------------------------------------------------------------------------
+
+NON_TENSORS = {
+    "list": lambda t: t.tolist(),
+    "int": lambda t: 3,
+    "float": lambda t: 1.5,
+    "None": lambda t: None,
+    "numpy": lambda t: np.asarray(t.tolist(), dtype=np.float32),
+    "str": lambda t: "X",
+}
+
+
+@pytest.mark.parametrize("arg", ["X", "W", "Y"])
+@pytest.mark.parametrize("kind", list(NON_TENSORS))
+def test_non_tensor_arguments(arg, kind, entry):
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = NON_TENSORS[kind](t[arg])
+    with pytest.raises(TypeError, match=_names(arg)):
+        entry(t["X"], t["W"], t["Y"])
+
+
+# --------------------------------------------------------------------------
+# Layout and device -> ValueError
+# --------------------------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("arg", ["X", "W", "Y"])
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_tensors(arg, layout, entry):
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = t[arg].to_sparse() if layout == "coo" else t[arg].to_sparse_csr()
+    with pytest.raises(ValueError, match=_names(arg)) as info:
+        entry(t["X"], t["W"], t["Y"])
+    assert "dense" in str(info.value) or "strided" in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["W", "Y"])
+def test_meta_tensor_with_cpu_x(arg, entry):
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = t[arg].to("meta")
+    with pytest.raises(ValueError, match=_names(arg)) as info:
+        entry(t["X"], t["W"], t["Y"])
+    assert "device" in str(info.value)
+
+
+@pytest.mark.parametrize("arg", ["W", "Y"])
+def test_cpu_tensor_with_meta_x(arg):
+    X, W, Y = _ok()
+    X = X.to("meta")
+    t = {"X": X, "W": W.to("meta"), "Y": Y.to("meta")}
+    t[arg] = {"W": W, "Y": Y}[arg]
+    with pytest.raises(ValueError, match=_names(arg)) as info:
+        relufrob.grads(t["X"], t["W"], t["Y"])
+    assert "device" in str(info.value)
+
+
+def test_all_meta_inputs_give_meta_outputs():
+    # Shape inference on the meta device (used by torch.compile tracing).
+    X, W, Y = (t.to("meta") for t in _ok(M=7, K=5, N=2))
+    got = relufrob.grads(X, W, Y)
+    assert got.loss.shape == () and got.dW.shape == (5, 2)
+    assert got.dX.shape == (7, 5) and got.dY.shape == (7, 2)
+    assert all(t.device.type == "meta" for t in got)
+    # ... and the meta path validates like the real one.
+    with pytest.raises(ValueError, match=_names("W")):
+        relufrob.grads(X, torch.empty(2, 4, 3, device="meta"), Y)
+
+
+@pytest.mark.parametrize("arg", ["X", "W", "Y"])
+def test_cuda_and_cpu_mixed(arg):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    X, W, Y = _ok(device="cuda")
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = t[arg].cpu()
+    named = arg if arg != "X" else "W"  # with X on CPU, W is the one on another device
+    with pytest.raises(ValueError, match=_names(named)):
+        relufrob.grads(t["X"], t["W"], t["Y"])
+
+
+# --------------------------------------------------------------------------
+# reduction and wrt -> ValueError
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", ["none", "MEAN", "Sum", "", "avg", "mean "])
+def test_bad_reduction(reduction, entry):
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=r"^relufrob: .*reduction") as info:
+        entry(X, W, Y, reduction=reduction)
+    assert repr(reduction)[1:-1] in str(info.value)
+
+
+@pytest.mark.parametrize("MKN", [(6, 4, 3), (0, 4, 3), (20, 8, 300)], ids=str)
+def test_bad_reduction_any_size(MKN):
+    # Checked whatever path the problem size selects, empty ones included.
+    X, W, Y = _ok(*MKN)
+    with pytest.raises(ValueError, match="reduction"):
+        relufrob.grads(X, W, Y, reduction="none")
+
+
+@pytest.mark.parametrize("wrt", [("Z",), ("x",), ("W", "Q"), ["dW"], "Q", ("X", "loss")], ids=str)
+def test_bad_wrt(wrt):
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=r"^relufrob\S*: .*wrt"):
+        relufrob.grads(X, W, Y, wrt=wrt)
+
+
+def test_shape_checked_before_work_even_with_empty_wrt():
+    # Loss-only calls validate as strictly as full ones.
+    with pytest.raises(ValueError, match=_names("W")):
+        relufrob.grads(torch.randn(6, 4), torch.randn(5, 3), torch.randn(6, 3), wrt=())
+    with pytest.raises(TypeError, match=_names("Y")):
+        relufrob.grads(torch.randn(6, 4), torch.randn(4, 3), torch.randn(6, 3).double(), wrt=())
+
+
+def test_library_usable_after_errors():
+    # A failed call leaves nothing broken behind.
+    X, W, Y = _ok()
+    for bad in (torch.randn(5, 3), W.double(), [1.0]):
+        with pytest.raises((TypeError, ValueError)):
+            relufrob.grads(X, bad, Y)
+    got = relufrob.grads(X, W, Y)
+    torch.testing.assert_close(got.loss, relufrob.reference.loss(X, W, Y))
