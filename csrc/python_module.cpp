@@ -8,6 +8,8 @@
 
 #include <torch/csrc/utils/pybind.h>
 
+#include <optional>
+
 namespace py = pybind11;
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -16,10 +18,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "grads",
       [](const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
          bool need_dW, bool need_dX, bool need_dY, std::string_view reduction) {
+        // Other Python threads may run while a real problem computes; for a
+        // tiny one, releasing and retaking the GIL would cost more than the
+        // whole computation.
+        const bool tiny = Y.numel() * (W.dim() > 0 ? W.size(0) : 0) < (1 << 16);
+        std::optional<py::gil_scoped_release> no_gil;
+        if (!tiny) no_gil.emplace();
         return relufrob::call_grads_op(X, W, Y, {need_dW, need_dX, need_dY},
                                        reduction);
       },
-      py::call_guard<py::gil_scoped_release>(),
       "relufrob::grads through the dispatcher, without torch.ops' Python layer.");
   m.def("build_info", [] {
     py::dict info;

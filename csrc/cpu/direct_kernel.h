@@ -21,7 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <vector>
+#include <c10/util/SmallVector.h>
 
 namespace relufrob::cpu {
 
@@ -92,7 +92,9 @@ RELUFROB_ALWAYS_INLINE void panel_rank_update(const T* a, int64_t lda, int64_t d
 template <typename opmath_t>
 struct PaddedWeights {
   int64_t Kp, Np;
-  std::vector<opmath_t> w, wt;
+  // Inline storage: a tiny problem (the 10x4x4 case) allocates nothing on the
+  // heap, which at that size costs as much as the arithmetic.
+  c10::SmallVector<opmath_t, 256> w, wt;
 };
 
 template <typename scalar_t, typename opmath_t>
@@ -121,18 +123,22 @@ PaddedWeights<opmath_t> pad_weights(const scalar_t* W, int64_t K, int64_t N, boo
   return pw;
 }
 
-// dW = the chunks' partials added in chunk order, unpadded and cast.
+// dW = the chunks' partials added in chunk order, unpadded and cast. The
+// partials are summed into the first one, element by element, so the loops
+// stay contiguous and vectorise.
 template <typename scalar_t, typename opmath_t>
-RELUFROB_CPU_CLONES void reduce_dw_partials(const opmath_t* partials, int64_t chunks,
+RELUFROB_CPU_CLONES void reduce_dw_partials(opmath_t* partials, int64_t chunks,
                                             int64_t K, int64_t N, int64_t Np,
                                             scalar_t* dW) {
   const int64_t size = K * Np;
+  for (int64_t c = 1; c < chunks; ++c) {
+    const opmath_t* part = partials + c * size;
+    for (int64_t i = 0; i < size; ++i) partials[i] += part[i];
+  }
   for (int64_t k = 0; k < K; ++k) {
-    for (int64_t j = 0; j < N; ++j) {
-      opmath_t sum = partials[k * Np + j];
-      for (int64_t c = 1; c < chunks; ++c) sum += partials[c * size + k * Np + j];
-      dW[k * N + j] = static_cast<scalar_t>(sum);
-    }
+    const opmath_t* src = partials + k * Np;
+    scalar_t* dst = dW + k * N;
+    for (int64_t j = 0; j < N; ++j) dst[j] = static_cast<scalar_t>(src[j]);
   }
 }
 
@@ -158,7 +164,7 @@ RELUFROB_CPU_CLONES double direct_chunk(const DirectArgs<scalar_t, opmath_t>& ar
   scalar_t* dY = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
   const bool need_g = p.want.any_gemm_grad();
 
-  std::vector<opmath_t> x(kRows * Kp), z(kRows * Np), dx(p.want.dX ? kRows * Kp : 0);
+  c10::SmallVector<opmath_t, 512> x(kRows * Kp), z(kRows * Np), dx(p.want.dX ? kRows * Kp : 0);
   double loss = 0.0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, row_end - r0));
@@ -202,8 +208,8 @@ double direct_grads(const GradsPlan& p) {
   const int64_t rows_per_chunk = (panels + chunks - 1) / chunks * kRows;
 
   const int64_t dw_size = K * pw.Np;
-  std::vector<opmath_t> dw_partials(p.want.dW ? chunks * dw_size : 0, opmath_t(0));
-  std::vector<double> chunk_loss(chunks, 0.0);
+  c10::SmallVector<opmath_t, 256> dw_partials(p.want.dW ? chunks * dw_size : 0, opmath_t(0));
+  c10::SmallVector<double, 8> chunk_loss(chunks, 0.0);
   const auto run_chunk = [&](int64_t c) {
     const int64_t begin = std::min(M, c * rows_per_chunk);
     const int64_t end = std::min(M, begin + rows_per_chunk);
