@@ -22,7 +22,6 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(DEPS): requirements.txt | $(PY)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	touch $@
 
