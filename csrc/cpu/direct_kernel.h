@@ -79,11 +79,17 @@ RELUFROB_ALWAYS_INLINE void panel_rank_update(const T* a, int64_t lda, int64_t d
     Vec<T> g_r[kRows];
     for (int r = 0; r < kRows; ++r) load_vec(g_r[r], g + r * ldg + j0);
     for (int64_t k = 0; k < depth; ++k) {
+      // Four independent partial sums: one chain of kRows dependent FMAs per
+      // k would make this loop latency-bound.
+      constexpr int kSplit = 4;
+      static_assert(kRows % kSplit == 0);
       T* dw_k = dw + k * ldw + j0;
-      Vec<T> acc;
-      load_vec(acc, dw_k);
-      for (int r = 0; r < kRows; ++r) acc += a[r * lda + k] * g_r[r];
-      store_vec(dw_k, acc);
+      Vec<T> part[kSplit];
+      load_vec(part[0], dw_k);
+      for (int s = 1; s < kSplit; ++s) part[s] = a[s * lda + k] * g_r[s];
+      part[0] += a[k] * g_r[0];
+      for (int r = kSplit; r < kRows; ++r) part[r % kSplit] += a[r * lda + k] * g_r[r];
+      store_vec(dw_k, (part[0] + part[1]) + (part[2] + part[3]));
     }
   }
 }
