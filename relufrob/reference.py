@@ -27,9 +27,9 @@ __all__ = ["Grads", "loss", "autograd_grads", "formula_grads", "FORMULAS"]
 
 FORMULAS = {
     "f": "f = sum((relu(X W) - Y)^2)",
-    "dY": "dL/dY = -2 (relu(X W) - Y)",
-    "dW": "dL/dW = X^T G,  G = 2 (relu(X W) - Y) * [X W > 0]",
-    "dX": "dL/dX = G W^T",
+    "dY": "df/dY = -2 (relu(X W) - Y)",
+    "dW": "df/dW = X^T G,  G = 2 (relu(X W) - Y) * [X W > 0]",
+    "dX": "df/dX = G W^T",
 }
 
 

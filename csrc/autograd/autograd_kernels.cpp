@@ -77,15 +77,9 @@ GradsResult grads_autograd(c10::DispatchKeySet keys, const at::Tensor& X,
                            const at::Tensor& W, const at::Tensor& Y,
                            bool need_dW, bool need_dX, bool need_dY,
                            c10::string_view reduction) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("relufrob::grads", "")
-          .typed<GradsResult(const at::Tensor&, const at::Tensor&,
-                             const at::Tensor&, bool, bool, bool,
-                             c10::string_view)>();
   const at::AutoDispatchBelowADInplaceOrView guard;
   // Straight to the backend kernel, without a second dispatch from the top.
-  return op.redispatch(keys & c10::after_ADInplaceOrView_keyset, X, W, Y,
+  return grads_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, X, W, Y,
                        need_dW, need_dX, need_dY, reduction);
 }
 

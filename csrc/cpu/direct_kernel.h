@@ -21,6 +21,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <c10/util/SmallVector.h>
 
 namespace relufrob::cpu {
@@ -94,20 +95,26 @@ RELUFROB_ALWAYS_INLINE void panel_rank_update(const T* a, int64_t lda, int64_t d
   }
 }
 
-// W in the math type, zero-padded: w (K x Np) for z = xW, wt (N x Kp) for dX.
+// W in the math type, zero-padded to whole vectors: w (K x Np) for z = xW and
+// wt (N x Kp) for dX. When W already is that (float/double with N a multiple
+// of the vector width) w points at W itself and nothing is copied.
 template <typename opmath_t>
 struct PaddedWeights {
   int64_t Kp, Np;
+  const opmath_t* w = nullptr;
   // Inline storage: a tiny problem (the 10x4x4 case) allocates nothing on the
   // heap, which at that size costs as much as the arithmetic.
-  c10::SmallVector<opmath_t, 256> w, wt;
+  c10::SmallVector<opmath_t, 256> w_storage, wt;
 };
 
 template <typename scalar_t, typename opmath_t>
 RELUFROB_CPU_CLONES void fill_padded_weights(const scalar_t* W, int64_t K, int64_t N,
                                              PaddedWeights<opmath_t>& pw) {
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j = 0; j < N; ++j) pw.w[k * pw.Np + j] = static_cast<opmath_t>(W[k * N + j]);
+  if (!pw.w_storage.empty()) {
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t j = 0; j < N; ++j)
+        pw.w_storage[k * pw.Np + j] = static_cast<opmath_t>(W[k * N + j]);
+  }
   if (pw.wt.empty()) return;
   // Transposed in square tiles so both sides stay within a few cache lines.
   constexpr int64_t kTile = 16;
@@ -123,7 +130,13 @@ PaddedWeights<opmath_t> pad_weights(const scalar_t* W, int64_t K, int64_t N, boo
   PaddedWeights<opmath_t> pw;
   pw.Kp = round_up(std::max<int64_t>(K, 1), kCols<opmath_t>);
   pw.Np = round_up(std::max<int64_t>(N, 1), kCols<opmath_t>);
-  pw.w.assign(K * pw.Np, opmath_t(0));
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    if (pw.Np == N) pw.w = W;
+  }
+  if (!pw.w) {
+    pw.w_storage.assign(K * pw.Np, opmath_t(0));
+    pw.w = pw.w_storage.data();
+  }
   if (need_wt) pw.wt.assign(N * pw.Kp, opmath_t(0));
   fill_padded_weights(W, K, N, pw);
   return pw;
@@ -170,18 +183,31 @@ RELUFROB_CPU_CLONES double direct_chunk(const DirectArgs<scalar_t, opmath_t>& ar
   scalar_t* dY = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
   const bool need_g = p.want.any_gemm_grad();
 
+  // A full panel of float/double rows with K a multiple of the vector width is
+  // read from X and its dX written to the output in place; anything else goes
+  // through the padded panel buffers.
+  constexpr bool kNative = std::is_same_v<scalar_t, opmath_t>;
+  const bool rows_in_place = kNative && Kp == K;
+
   c10::SmallVector<opmath_t, 512> x(kRows * Kp), z(kRows * Np), dx(p.want.dX ? kRows * Kp : 0);
   double loss = 0.0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kRows) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, row_end - r0));
-    // Missing rows of a short panel are zeros in x and in G, so they add
-    // exact zeros to dW and nothing else is written for them.
-    std::fill(x.begin(), x.end(), opmath_t(0));
-    for (int r = 0; r < rows; ++r)
-      for (int64_t k = 0; k < K; ++k)
-        x[r * Kp + k] = static_cast<opmath_t>(X[(r0 + r) * K + k]);
+    const bool in_place = rows_in_place && rows == kRows;
+    const opmath_t* xp = x.data();
+    if constexpr (kNative) {
+      if (in_place) xp = X + r0 * K;
+    }
+    if (!in_place) {
+      // Missing rows of a short panel are zeros in x and in G, so they add
+      // exact zeros to dW and nothing else is written for them.
+      std::fill(x.begin(), x.end(), opmath_t(0));
+      for (int r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < K; ++k)
+          x[r * Kp + k] = static_cast<opmath_t>(X[(r0 + r) * K + k]);
+    }
 
-    panel_matmul(x.data(), Kp, K, pw.w.data(), Np, Np, z.data(), Np);
+    panel_matmul(xp, Kp, K, pw.w, Np, Np, z.data(), Np);
     for (int r = 0; r < rows; ++r) {
       loss += epilogue_row(z.data() + r * Np, Y + (r0 + r) * N, N, args.two_scale,
                            need_g, dY ? dY + (r0 + r) * N : nullptr);
@@ -189,12 +215,17 @@ RELUFROB_CPU_CLONES double direct_chunk(const DirectArgs<scalar_t, opmath_t>& ar
     if (!need_g) continue;
     std::fill(z.begin() + rows * Np, z.end(), opmath_t(0));
     if (dX) {
-      panel_matmul(z.data(), Np, N, pw.wt.data(), Kp, Kp, dx.data(), Kp);
-      for (int r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < K; ++k)
-          dX[(r0 + r) * K + k] = static_cast<scalar_t>(dx[r * Kp + k]);
+      if constexpr (kNative) {
+        if (in_place) panel_matmul(z.data(), Np, N, pw.wt.data(), Kp, Kp, dX + r0 * K, K);
+      }
+      if (!in_place) {
+        panel_matmul(z.data(), Np, N, pw.wt.data(), Kp, Kp, dx.data(), Kp);
+        for (int r = 0; r < rows; ++r)
+          for (int64_t k = 0; k < K; ++k)
+            dX[(r0 + r) * K + k] = static_cast<scalar_t>(dx[r * Kp + k]);
+      }
     }
-    if (dw_partial) panel_rank_update(x.data(), Kp, K, z.data(), Np, Np, dw_partial, Np);
+    if (dw_partial) panel_rank_update(xp, Kp, K, z.data(), Np, Np, dw_partial, Np);
   }
   return loss;
 }
