@@ -142,23 +142,23 @@ PaddedWeights<opmath_t> pad_weights(const scalar_t* W, int64_t K, int64_t N, boo
   return pw;
 }
 
-// dW = the chunks' partials added in chunk order, unpadded and cast. The
-// partials are summed into the first one, element by element, so the loops
-// stay contiguous and vectorise.
+// acc += each of `count` partials of `size` elements, in order: contiguous
+// loops that vectorise, and a fixed summation order.
+template <typename opmath_t>
+RELUFROB_CPU_CLONES void add_partials(opmath_t* acc, const opmath_t* parts,
+                                      int64_t count, int64_t size) {
+  for (int64_t c = 0; c < count; ++c) {
+    const opmath_t* part = parts + c * size;
+    for (int64_t i = 0; i < size; ++i) acc[i] += part[i];
+  }
+}
+
+// dW from the padded K x Np accumulator, cast to the output dtype.
 template <typename scalar_t, typename opmath_t>
-RELUFROB_CPU_CLONES void reduce_dw_partials(opmath_t* partials, int64_t chunks,
-                                            int64_t K, int64_t N, int64_t Np,
-                                            scalar_t* dW) {
-  const int64_t size = K * Np;
-  for (int64_t c = 1; c < chunks; ++c) {
-    const opmath_t* part = partials + c * size;
-    for (int64_t i = 0; i < size; ++i) partials[i] += part[i];
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const opmath_t* src = partials + k * Np;
-    scalar_t* dst = dW + k * N;
-    for (int64_t j = 0; j < N; ++j) dst[j] = static_cast<scalar_t>(src[j]);
-  }
+RELUFROB_CPU_CLONES void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np,
+                                  scalar_t* dW) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t j = 0; j < N; ++j) dW[k * N + j] = static_cast<scalar_t>(acc[k * Np + j]);
 }
 
 // Everything one chunk of rows needs; the chunk writes only its own rows of
@@ -244,14 +244,32 @@ double direct_grads(const GradsPlan& p) {
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), panels / panels_per_chunk_min));
   const int64_t rows_per_chunk = (panels + chunks - 1) / chunks * kRows;
 
+  // Each chunk accumulates dW into its own K x Np partial. For float/double
+  // with no column padding, chunk 0's partial is the dW output itself.
   const int64_t dw_size = K * pw.Np;
-  c10::SmallVector<opmath_t, 256> dw_partials(p.want.dW ? chunks * dw_size : 0, opmath_t(0));
+  opmath_t* dw_first = nullptr;
+  if constexpr (std::is_same_v<scalar_t, opmath_t>) {
+    if (p.want.dW && pw.Np == N) {
+      dw_first = p.dW.data_ptr<scalar_t>();
+      std::fill(dw_first, dw_first + dw_size, opmath_t(0));
+    }
+  }
+  const int64_t own_partials = p.want.dW ? chunks - (dw_first ? 1 : 0) : 0;
+  c10::SmallVector<opmath_t, 256> dw_partials(own_partials * dw_size, opmath_t(0));
+  if (p.want.dW && !dw_first) dw_first = dw_partials.data();
+  const auto dw_of_chunk = [&](int64_t c) -> opmath_t* {
+    if (!p.want.dW) return nullptr;
+    if (c == 0) return dw_first;
+    // Later chunks take the owned partials, after chunk 0's if it has one.
+    const int64_t slot = dw_first == dw_partials.data() ? c : c - 1;
+    return dw_partials.data() + slot * dw_size;
+  };
+
   c10::SmallVector<double, 8> chunk_loss(chunks, 0.0);
   const auto run_chunk = [&](int64_t c) {
     const int64_t begin = std::min(M, c * rows_per_chunk);
     const int64_t end = std::min(M, begin + rows_per_chunk);
-    chunk_loss[c] = direct_chunk(args, begin, end,
-                                 p.want.dW ? dw_partials.data() + c * dw_size : nullptr);
+    chunk_loss[c] = direct_chunk(args, begin, end, dw_of_chunk(c));
   };
   if (chunks == 1) {
     run_chunk(0);
@@ -263,8 +281,9 @@ double direct_grads(const GradsPlan& p) {
 
   double loss = 0.0;
   for (int64_t c = 0; c < chunks; ++c) loss += chunk_loss[c];
-  if (p.want.dW) {
-    reduce_dw_partials(dw_partials.data(), chunks, K, N, pw.Np, p.dW.data_ptr<scalar_t>());
+  if (p.want.dW && chunks > 1) add_partials(dw_first, dw_of_chunk(1), chunks - 1, dw_size);
+  if (p.want.dW && dw_first == dw_partials.data()) {
+    unpad_dw(dw_first, K, N, pw.Np, p.dW.data_ptr<scalar_t>());
   }
   return loss;
 }
