@@ -3,21 +3,24 @@
 Switches (environment variables):
   RELUFROB_CPU_ONLY=1   build the CPU kernels only, even where CUDA is available.
   FORCE_CUDA=1          build the CUDA kernels, failing if that is impossible.
-  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; defaults to "8.0;9.0"
-                        when no GPU is visible (e.g. on a CI machine).
+  TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; defaults to
+                        "8.0;9.0+PTX" when no GPU is visible (e.g. on a CI
+                        machine): sm_80/sm_90 code plus PTX that newer GPUs JIT.
   CUDA_HOME             CUDA toolkit; defaults to /usr/local/cuda when it exists.
 With neither switch set, CUDA is built when torch is a CUDA build and nvcc is found.
 """
 import glob
 import os
+import re
 import site
+import subprocess
 import sys
 import sysconfig
 
 from setuptools import setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_ARCHS = "8.0;9.0"
+DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 # cpp_extension reads CUDA_HOME once, at import; without it, it guesses the
 # toolkit from `which nvcc` (/usr/local here) and the link fails on -lcudart.
@@ -32,18 +35,42 @@ def env_flag(name):
     return os.environ.get(name, "0").lower() in ("1", "true", "yes", "on")
 
 
+def nvcc_major():
+    """The installed nvcc's major CUDA version, or None without one."""
+    if cpp_extension.CUDA_HOME is None:
+        return None
+    nvcc = os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc")
+    if not os.path.exists(nvcc):
+        return None
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    match = re.search(r"release (\d+)\.", out)
+    return int(match.group(1)) if match else None
+
+
 def want_cuda():
     if env_flag("RELUFROB_CPU_ONLY"):
         return False
-    nvcc_found = cpp_extension.CUDA_HOME is not None and os.path.exists(
-        os.path.join(cpp_extension.CUDA_HOME, "bin", "nvcc"))
+    torch_major = int(torch.version.cuda.split(".")[0]) if torch.version.cuda else None
+    found_major = nvcc_major()
     if env_flag("FORCE_CUDA"):
-        if torch.version.cuda is None or not nvcc_found:
+        if torch_major is None or found_major is None:
             sys.exit("FORCE_CUDA=1 needs a CUDA build of torch and nvcc "
                      f"(torch.version.cuda={torch.version.cuda}, "
                      f"CUDA_HOME={cpp_extension.CUDA_HOME})")
         return True
-    return torch.version.cuda is not None and nvcc_found
+    if torch_major is None or found_major is None:
+        return False
+    if torch_major != found_major:
+        # cpp_extension refuses a toolkit of another major version than
+        # torch's; a CPU build is more useful than a failed one.
+        print(f"relufrob: nvcc is CUDA {found_major} but torch is built for CUDA "
+              f"{torch.version.cuda}: building the CPU kernels only "
+              "(set FORCE_CUDA=1 to insist)", file=sys.stderr)
+        return False
+    return True
 
 
 def cuda_archs():
@@ -59,7 +86,15 @@ def cuda_archs():
 
 
 def pip_cuda_include_dirs():
-    # cublas_v2.h, cusparse.h and friends ship only in the pip nvidia packages.
+    """The pip nvidia packages' headers, when the toolkit lacks its own.
+
+    A toolkit installed as bare nvcc has no cublas_v2.h, cusparse.h and
+    friends; only then are the pip copies put on the include path, so they
+    never shadow a complete toolkit's headers.
+    """
+    toolkit_include = os.path.join(cpp_extension.CUDA_HOME, "include")
+    if os.path.exists(os.path.join(toolkit_include, "cublas_v2.h")):
+        return []
     roots = site.getsitepackages() + [sysconfig.get_paths()["purelib"]]
     found = []
     for root in roots:
@@ -114,8 +149,7 @@ def make_extension():
     kwargs["sources"] += sorted(glob.glob("csrc/cuda/*.cu"))
     kwargs["include_dirs"] += pip_cuda_include_dirs()
     kwargs["define_macros"] = [("RELUFROB_WITH_CUDA", None)]
-    kwargs["extra_compile_args"]["cxx"].append("-DRELUFROB_WITH_CUDA")
-    kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-DRELUFROB_WITH_CUDA"]
+    kwargs["extra_compile_args"]["nvcc"] = ["-O3"]
     return cpp_extension.CUDAExtension(**kwargs)
 
 

@@ -21,7 +21,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         // Other Python threads may run while a real problem computes; for a
         // tiny one, releasing and retaking the GIL would cost more than the
         // whole computation.
-        const bool tiny = Y.numel() * (W.dim() > 0 ? W.size(0) : 0) < (1 << 16);
+        // (In double: the inputs are not validated yet, and an int64 product
+        // of arbitrary sizes could overflow.)
+        const bool tiny = static_cast<double>(Y.numel()) *
+                              static_cast<double>(W.dim() > 0 ? W.size(0) : 0) <
+                          65536.0;
         std::optional<py::gil_scoped_release> no_gil;
         if (!tiny) no_gil.emplace();
         return relufrob::call_grads_op(X, W, Y, {need_dW, need_dX, need_dY},

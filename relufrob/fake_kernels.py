@@ -24,14 +24,14 @@ def _check(X, W, Y, reduction):
     if Y.dim() != X.dim():
         raise ValueError(f"relufrob: Y must have shape (*, N) with X's leading dimensions, "
                          f"got Y shape {list(Y.shape)}")
-    torch._check(W.shape[0] == X.shape[-1],
+    torch._check_value(W.shape[0] == X.shape[-1],
                  lambda: f"relufrob: W must have shape (K, N) with K = X.shape[-1], "
                          f"got W shape {list(W.shape)}")
     for i in range(X.dim() - 1):
-        torch._check(Y.shape[i] == X.shape[i],
+        torch._check_value(Y.shape[i] == X.shape[i],
                      lambda: f"relufrob: Y must have X's leading dimensions, got Y shape "
                              f"{list(Y.shape)}")
-    torch._check(Y.shape[-1] == W.shape[1],
+    torch._check_value(Y.shape[-1] == W.shape[1],
                  lambda: f"relufrob: Y must have shape (*, N) with N = W.shape[1], "
                          f"got Y shape {list(Y.shape)}")
     for name, t in (("W", W), ("Y", Y)):

@@ -16,10 +16,13 @@ __all__ = ["Grads", "grads", "loss"]
 
 _grads_op = torch.ops.relufrob.grads.default
 # The same dispatcher op bound directly: torch.ops' generic Python argument
-# matching costs more than a whole 10x4x4 problem. torch.compile cannot trace
-# through a pybind function, so traced code keeps using _grads_op.
+# matching costs more than a whole 10x4x4 problem. A pybind function is
+# invisible to torch.compile and to __torch_function__ (modes and tensor
+# subclasses), so those cases keep using _grads_op.
 _grads_direct = _C.grads
 _is_compiling = torch.compiler.is_compiling
+_torch_function_mode_enabled = torch._C._is_torch_function_mode_enabled
+_has_torch_function = torch.overrides.has_torch_function
 _new_tuple = tuple.__new__
 _loss_op = torch.ops.relufrob.loss.default
 
@@ -31,7 +34,11 @@ def _need_flags(wrt) -> Tuple[bool, bool, bool]:
     """(need_dW, need_dX, need_dY) for a `wrt` selection such as ("W",)."""
     if isinstance(wrt, str):
         wrt = (wrt,)
-    names = tuple(wrt)
+    try:
+        names = tuple(wrt)
+    except TypeError:
+        raise TypeError("relufrob.grads: wrt must be a sequence of input names among "
+                        f"'X', 'W', 'Y', got {type(wrt).__name__}") from None
     unknown = [n for n in names if n not in _ALL]
     if unknown:
         raise ValueError(
@@ -39,11 +46,13 @@ def _need_flags(wrt) -> Tuple[bool, bool, bool]:
     return ("W" in names, "X" in names, "Y" in names)
 
 
-def _explain_failure(X, W, Y) -> None:
+def _explain_failure(X, W, Y, reduction) -> None:
     """Raise a clear error for arguments the dispatcher itself refused.
 
     Only reached after the op has failed, so the common path pays nothing.
     """
+    if not isinstance(reduction, str):
+        raise TypeError(f"relufrob: reduction must be 'sum' or 'mean', got {reduction!r}")
     for name, t in (("X", X), ("W", W), ("Y", Y)):
         if not isinstance(t, Tensor):
             raise TypeError(f"relufrob: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -79,11 +88,13 @@ def grads(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum",
         shape, dtype and device. The results never carry an autograd graph.
     """
     need = _NEED_ALL if wrt is _ALL else _need_flags(wrt)
-    op = _grads_op if _is_compiling() else _grads_direct
+    traced = (_is_compiling() or _torch_function_mode_enabled()
+              or _has_torch_function((X, W, Y)))
+    op = _grads_op if traced else _grads_direct
     try:
         f, dW, dX, dY = op(X, W, Y, need[0], need[1], need[2], reduction)
     except (TypeError, NotImplementedError, RuntimeError):
-        _explain_failure(X, W, Y)
+        _explain_failure(X, W, Y, reduction)
         raise
     # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of
     # this wrapper's cost on a tiny problem).
@@ -98,10 +109,12 @@ def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
 
     The forward computes, in the same fused pass, the gradients of exactly the
     inputs that require grad; backward only scales them by grad_output.
-    Arguments are as for :func:`grads`.
+    X, W and Y are saved for backward (for an exact double backward), so
+    modifying any of them in place before backward raises, as autograd does
+    for saved tensors. Arguments are as for :func:`grads`.
     """
     try:
         return _loss_op(X, W, Y, reduction)
     except (TypeError, NotImplementedError, RuntimeError):
-        _explain_failure(X, W, Y)
+        _explain_failure(X, W, Y, reduction)
         raise

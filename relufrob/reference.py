@@ -28,7 +28,7 @@ __all__ = ["Grads", "loss", "autograd_grads", "formula_grads", "FORMULAS"]
 FORMULAS = {
     "f": "f = sum((relu(X W) - Y)^2)",
     "dY": "df/dY = -2 (relu(X W) - Y)",
-    "dW": "df/dW = X^T G,  G = 2 (relu(X W) - Y) * [X W > 0]",
+    "dW": "df/dW = X^T G,  G = 2 (relu(X W) - Y), zeroed where relu(X W) <= 0",
     "dX": "df/dX = G W^T",
 }
 

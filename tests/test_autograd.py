@@ -223,3 +223,52 @@ def test_fit_example_runs_and_both_loops_agree():
     initial = float(out.split("initial loss:")[1].split()[0])
     assert finals["relufrob.loss"] < initial
     assert finals["relufrob.loss"] == pytest.approx(finals["autograd reference"], rel=1e-3)
+
+
+@pytest.mark.parametrize("MKN", [(3, 0, 4), (3, 4, 0), (0, 3, 4)], ids=str)
+def test_double_backward_with_empty_dimensions(MKN):
+    inputs = make_inputs(*MKN, dtype=torch.float64, lead=(2,))
+
+    def first_grads(loss_fn):
+        leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+        grads = torch.autograd.grad(loss_fn(*leaves), leaves, create_graph=True)
+        return leaves, grads
+
+    (ours_leaves, ours), (ref_leaves, ref) = first_grads(relufrob.loss), first_grads(reference.loss)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+    # A second derivative through whatever is non-empty.
+    penalty = sum((g ** 2).sum() for g in ours)
+    ref_penalty = sum((g ** 2).sum() for g in ref)
+    for a, b in zip(torch.autograd.grad(penalty, ours_leaves, allow_unused=True, materialize_grads=True),
+                    torch.autograd.grad(ref_penalty, ref_leaves, allow_unused=True, materialize_grads=True)):
+        torch.testing.assert_close(a, b)
+
+
+def test_torch_function_modes_see_grads_and_loss():
+    from torch.overrides import TorchFunctionMode
+
+    class Record(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.calls.append(func)
+            return func(*args, **(kwargs or {}))
+
+    X, W, Y = make_inputs()
+    with Record() as rec:
+        relufrob.grads(X, W, Y)
+        relufrob.loss(X, W, Y)
+    assert torch.ops.relufrob.grads.default in rec.calls
+    assert torch.ops.relufrob.loss.default in rec.calls
+
+
+def test_in_place_change_of_a_saved_input_is_detected():
+    X, W, Y = make_inputs()
+    W.requires_grad_(True)
+    f = relufrob.loss(X, W, Y)
+    Y.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        f.backward()

@@ -255,3 +255,35 @@ def test_library_usable_after_errors():
             relufrob.grads(X, bad, Y)
     got = relufrob.grads(X, W, Y)
     torch.testing.assert_close(got.loss, relufrob.reference.loss(X, W, Y))
+
+
+@pytest.mark.parametrize("entry", [relufrob.grads, relufrob.loss], ids=["grads", "loss"])
+@pytest.mark.parametrize("reduction", [None, 1, 0.5], ids=repr)
+def test_non_string_reduction(entry, reduction):
+    X, W, Y = _ok()
+    with pytest.raises(TypeError, match="reduction must be 'sum' or 'mean'"):
+        entry(X, W, Y, reduction=reduction)
+
+
+@pytest.mark.parametrize("wrt", [None, 3], ids=repr)
+def test_non_sequence_wrt(wrt):
+    X, W, Y = _ok()
+    with pytest.raises(TypeError, match="wrt must be a sequence"):
+        relufrob.grads(X, W, Y, wrt=wrt)
+
+
+def test_empty_problem_with_huge_leading_dims_returns_at_once():
+    # K = N = 0 with 2**40 rows: nothing to compute, and nothing may walk the
+    # rows. Run in a subprocess so a regression fails on the timeout instead
+    # of hanging the suite.
+    code = (
+        "import torch, relufrob\n"
+        "X = torch.empty(2**20, 2**20, 0); W = torch.empty(0, 0); Y = torch.empty(2**20, 2**20, 0)\n"
+        "out = relufrob.grads(X, W, Y)\n"
+        "assert out.loss.item() == 0 and out.dX.shape == X.shape and out.dY.shape == Y.shape\n"
+        "assert out.dW.shape == (0, 0)\n"
+    )
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+

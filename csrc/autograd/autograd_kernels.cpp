@@ -22,10 +22,6 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-double reduction_scale(const at::Tensor& Y, const std::string& reduction) {
-  return reduction == "mean" ? 1.0 / static_cast<double>(Y.numel()) : 1.0;
-}
-
 // The closed-form gradients as differentiable ATen expressions; only used for
 // create_graph=True, where the graph must reach X, W and Y.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_grads(
@@ -36,7 +32,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_grads(
   // threshold_backward is autograd's own ReLU backward (NaN passes through).
   const at::Tensor G = at::threshold_backward((2.0 * scale) * R, A, 0);
   const int64_t K = W.size(0), N = W.size(1);
-  const at::Tensor dW = X.reshape({-1, K}).t().mm(G.reshape({-1, N}));
+  // Not reshape({-1, K}): ambiguous when K or N is 0.
+  const int64_t M = c10::multiply_integers(X.sizes().slice(0, X.dim() - 1));
+  const at::Tensor dW = X.reshape({M, K}).t().mm(G.reshape({M, N}));
   const at::Tensor dX = at::matmul(G, W.t());
   const at::Tensor dY = (-2.0 * scale) * R;
   return {dW, dX, dY};
@@ -62,7 +60,7 @@ class FusedLoss : public torch::autograd::Function<FusedLoss> {
     at::Tensor dW = saved[3], dX = saved[4], dY = saved[5];
     if (at::GradMode::is_enabled()) {
       const auto scale =
-          reduction_scale(Y, ctx->saved_data["reduction"].toStringRef());
+          reduction_scale(ctx->saved_data["reduction"].toStringRef(), Y.numel());
       std::tie(dW, dX, dY) = differentiable_grads(X, W, Y, scale);
     }
     const at::Tensor& g = grad_outputs[0];

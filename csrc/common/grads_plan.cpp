@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/EmptyTensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
 
 namespace relufrob {
 namespace {
@@ -29,14 +30,6 @@ void check_tensor_kind(const at::Tensor& t, const char* name) {
                    dtype_name(dt));
 }
 
-double reduction_scale(std::string_view reduction, int64_t numel) {
-  if (reduction == "sum") return 1.0;
-  TORCH_CHECK_VALUE(reduction == "mean", kOp,
-                    ": reduction must be 'sum' or 'mean', got '",
-                    std::string(reduction), "'");
-  return 1.0 / static_cast<double>(numel);
-}
-
 at::Tensor as_contiguous_2d(const at::Tensor& t, int64_t rows, int64_t cols) {
   // The common case, tested first: each reshape/contiguous is a dispatcher
   // call, which is most of the cost of a tiny problem.
@@ -46,7 +39,26 @@ at::Tensor as_contiguous_2d(const at::Tensor& t, int64_t rows, int64_t cols) {
   return t.reshape({rows, cols}).contiguous();
 }
 
+// The rows in X's leading dimensions. Checked: with K == 0 the leading
+// dimensions hold no data, so their product is not bounded by memory.
+int64_t leading_rows(const at::Tensor& X) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < X.dim(); ++d) {
+    TORCH_CHECK_VALUE(!c10::mul_overflows(rows, X.size(d), &rows), kOp,
+                      ": X has more rows than int64 can count, shape ", X.sizes());
+  }
+  return rows;
+}
+
 }  // namespace
+
+double reduction_scale(std::string_view reduction, int64_t numel) {
+  if (reduction == "sum") return 1.0;
+  TORCH_CHECK_VALUE(reduction == "mean", kOp,
+                    ": reduction must be 'sum' or 'mean', got '",
+                    std::string(reduction), "'");
+  return 1.0 / static_cast<double>(numel);
+}
 
 GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
                           const at::Tensor& Y, GradRequest want,
@@ -91,9 +103,9 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
   p.K = K;
   p.N = N;
   // From the leading shape, not numel / K: with K == 0 X holds no elements.
-  p.M = c10::multiply_integers(X.sizes().slice(0, X.dim() - 1));
+  p.M = leading_rows(X);
   p.want = want;
-  p.scale = reduction_scale(reduction, p.M * p.N);
+  p.scale = reduction_scale(reduction, Y.numel());
 
   p.X = as_contiguous_2d(X, p.M, K);
   p.W = W.is_contiguous() ? W : W.contiguous();

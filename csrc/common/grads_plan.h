@@ -42,6 +42,10 @@ struct GradsPlan {
   GradsResult result() const { return {loss, dW, dX, dY}; }
 };
 
+// 1 for "sum", 1/numel for "mean" (inf for numel == 0, so that the mean over
+// nothing is NaN as in torch.mean); anything else raises ValueError.
+double reduction_scale(std::string_view reduction, int64_t numel);
+
 // Validates the arguments (raising ValueError/TypeError that name X, W or Y)
 // and allocates the outputs on the inputs' device.
 GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,

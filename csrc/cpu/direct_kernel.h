@@ -101,10 +101,15 @@ RELUFROB_ALWAYS_INLINE void panel_rank_update(const T* a, int64_t lda, int64_t d
 template <typename opmath_t>
 struct PaddedWeights {
   int64_t Kp, Np;
-  const opmath_t* w = nullptr;
+  const opmath_t* w = nullptr;  // W itself, or w_storage
   // Inline storage: a tiny problem (the 10x4x4 case) allocates nothing on the
   // heap, which at that size costs as much as the arithmetic.
   c10::SmallVector<opmath_t, 256> w_storage, wt;
+
+  PaddedWeights() = default;
+  // `w` may point into this object's own inline storage: never copy or move.
+  PaddedWeights(const PaddedWeights&) = delete;
+  PaddedWeights& operator=(const PaddedWeights&) = delete;
 };
 
 template <typename scalar_t, typename opmath_t>
@@ -126,8 +131,8 @@ RELUFROB_CPU_CLONES void fill_padded_weights(const scalar_t* W, int64_t K, int64
 }
 
 template <typename scalar_t, typename opmath_t>
-PaddedWeights<opmath_t> pad_weights(const scalar_t* W, int64_t K, int64_t N, bool need_wt) {
-  PaddedWeights<opmath_t> pw;
+void pad_weights(const scalar_t* W, int64_t K, int64_t N, bool need_wt,
+                 PaddedWeights<opmath_t>& pw) {
   pw.Kp = round_up(std::max<int64_t>(K, 1), kCols<opmath_t>);
   pw.Np = round_up(std::max<int64_t>(N, 1), kCols<opmath_t>);
   if constexpr (std::is_same_v<scalar_t, opmath_t>) {
@@ -139,7 +144,6 @@ PaddedWeights<opmath_t> pad_weights(const scalar_t* W, int64_t K, int64_t N, boo
   }
   if (need_wt) pw.wt.assign(N * pw.Kp, opmath_t(0));
   fill_padded_weights(W, K, N, pw);
-  return pw;
 }
 
 // acc += each of `count` partials of `size` elements, in order: contiguous
@@ -234,7 +238,8 @@ template <typename scalar_t>
 double direct_grads(const GradsPlan& p) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t M = p.M, K = p.K, N = p.N;
-  const auto pw = pad_weights<scalar_t, opmath_t>(p.W.const_data_ptr<scalar_t>(), K, N, p.want.dX);
+  PaddedWeights<opmath_t> pw;
+  pad_weights(p.W.const_data_ptr<scalar_t>(), K, N, p.want.dX, pw);
   const DirectArgs<scalar_t, opmath_t> args{&p, &pw, static_cast<opmath_t>(2.0 * p.scale)};
 
   // One chunk per thread, but only when each has enough work to pay for the

@@ -25,6 +25,15 @@ GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W,
                       const at::Tensor& Y, bool need_dW, bool need_dX,
                       bool need_dY, c10::string_view reduction) {
   GradsPlan p = make_grads_plan(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
+  if (p.Y.numel() == 0) {
+    // No residuals: the loss is 0 (NaN for the mean over nothing) and the GEMM
+    // gradients are zeros. Answered directly, since M can be huge when K and N
+    // are both 0, and walking its rows would do nothing for a long time.
+    p.loss.fill_(0.0 * p.scale);
+    if (need_dW) p.dW.zero_();
+    if (need_dX) p.dX.zero_();
+    return p.result();
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
         const double sum =

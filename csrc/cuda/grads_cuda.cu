@@ -47,7 +47,10 @@ void run_grads(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
 
   if (!need_g) return;
   const at::Tensor& G = buffer;
-  // cuBLAS accumulates half/bfloat16 products in float32 before rounding.
+  // Z and G are held in the input dtype, as autograd holds them, so the GEMMs
+  // run on cuBLAS's half/bfloat16 paths with their float32 accumulation
+  // (subject to torch.backends.cuda.matmul.allow_*_reduced_precision_reduction,
+  // exactly as for autograd); the epilogue itself computes in float32.
   if (p.want.dX) {
     at::Tensor dX2 = p.dX2;  // a handle on the output, for the out= overload
     at::mm_out(dX2, G, p.W.t());
@@ -66,16 +69,10 @@ GradsResult grads_cuda(const at::Tensor& X, const at::Tensor& W,
   const c10::cuda::CUDAGuard guard(p.X.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
-  // G needs its own M x N buffer; without G, Z can be turned into dY in place,
-  // and only the loss-only path needs a scratch Z.
-  at::Tensor buffer;
-  if (p.want.any_gemm_grad()) {
-    buffer = at::empty({p.M, p.N}, p.X.options());
-  } else if (p.want.dY) {
-    buffer = p.dY2;
-  } else {
-    buffer = at::empty({p.M, p.N}, p.X.options());
-  }
+  // G needs its own M x N buffer; without G, Z can be turned into dY in place.
+  const at::Tensor buffer = (p.want.dY && !p.want.any_gemm_grad())
+                                ? p.dY2
+                                : at::empty({p.M, p.N}, p.X.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.X.scalar_type(),
                                   "relufrob_grads_cuda",
                                   [&] { run_grads<scalar_t>(p, buffer, stream); });
