@@ -12,6 +12,7 @@
 
 #include "../common/grads_plan.h"
 #include "epilogue_rows.h"
+#include "tiled_gemm.h"
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
@@ -27,7 +28,7 @@ namespace relufrob::cpu {
 // the GEMM that writes it and the epilogue that reads it, while keeping the
 // GEMMs' row count large enough for BLAS to run near peak (256 KiB to 2 MiB
 // measured within noise of each other at 1024x256x256 and 4096x512x512).
-constexpr int64_t kBlockBytes = 1024 * 1024;
+constexpr int64_t kBlockBytes = 512 * 1024;
 constexpr int64_t kMinBlockRows = 64;
 
 inline int64_t block_rows(int64_t M, int64_t N, int64_t elem_size) {
@@ -35,11 +36,27 @@ inline int64_t block_rows(int64_t M, int64_t N, int64_t elem_size) {
   return std::max<int64_t>(std::min(std::max(rows, kMinBlockRows), M), 1);
 }
 
+// out = a b (+ out when accumulate) for 2-D opmath tensors. Float runs on the
+// tiled brgemm kernels (a and b must then be row-major); double on BLAS.
+template <typename opmath_t>
+void block_gemm(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+  if constexpr (std::is_same_v<opmath_t, float>) {
+    tiled_gemm(a.size(0), b.size(1), a.size(1), a.const_data_ptr<float>(), a.stride(0),
+               b.const_data_ptr<float>(), b.stride(0), out.data_ptr<float>(),
+               out.stride(0), accumulate);
+  } else if (accumulate) {
+    out.addmm_(a, b);
+  } else {
+    at::mm_out(out, a, b);
+  }
+}
+
 template <typename scalar_t>
 double blocked_grads(const GradsPlan& p) {
   using opmath_t = at::opmath_type<scalar_t>;
   // float/double run their GEMMs natively; half/bfloat16 run them in float.
   constexpr bool kNative = std::is_same_v<scalar_t, opmath_t>;
+  constexpr bool kFloatMath = std::is_same_v<opmath_t, float>;
   const auto op_dtype = c10::CppTypeToScalarType<opmath_t>::value;
   const auto op_opts = p.X.options().dtype(op_dtype);
   const int64_t M = p.M, K = p.K, N = p.N;
@@ -48,7 +65,9 @@ double blocked_grads(const GradsPlan& p) {
   const opmath_t two_scale = static_cast<opmath_t>(2.0 * p.scale);
 
   const at::Tensor W_op = kNative ? p.W : p.W.to(op_dtype);
-  const at::Tensor Wt = W_op.t();
+  // brgemm takes row-major operands only, so the float path keeps Wᵀ as a
+  // contiguous copy (K x N, once per call); BLAS reads the transposed view.
+  const at::Tensor Wt = kFloatMath ? W_op.t().contiguous() : W_op.t();
   at::Tensor z_ws = at::empty({rows_per_block, N}, op_opts);
   at::Tensor dW_acc;
   if (p.want.dW) dW_acc = kNative ? p.dW : at::empty({K, N}, op_opts);
@@ -67,7 +86,7 @@ double blocked_grads(const GradsPlan& p) {
     at::Tensor X_b = p.X.narrow(0, r0, rows);
     if constexpr (!kNative) X_b = X_b.to(op_dtype);
     at::Tensor Z_b = z_ws.narrow(0, 0, rows);
-    at::mm_out(Z_b, X_b, W_op);
+    block_gemm<opmath_t>(Z_b, X_b, W_op, false);
 
     opmath_t* z = Z_b.data_ptr<opmath_t>();
     const scalar_t* y = Y + r0 * N;
@@ -81,19 +100,17 @@ double blocked_grads(const GradsPlan& p) {
     if (p.want.dX) {
       at::Tensor dX_b = p.dX2.narrow(0, r0, rows);
       if constexpr (kNative) {
-        at::mm_out(dX_b, G_b, Wt);
+        block_gemm<opmath_t>(dX_b, G_b, Wt, false);
       } else {
         at::Tensor tmp = dX_ws.narrow(0, 0, rows);
-        at::mm_out(tmp, G_b, Wt);
+        block_gemm<opmath_t>(tmp, G_b, Wt, false);
         dX_b.copy_(tmp);
       }
     }
     if (p.want.dW) {
-      if (r0 == 0) {
-        at::mm_out(dW_acc, X_b.t(), G_b);
-      } else {
-        dW_acc.addmm_(X_b.t(), G_b);
-      }
+      // Xᵀ as its own row-major block for brgemm; BLAS takes the view.
+      const at::Tensor Xt_b = kFloatMath ? X_b.t().contiguous() : X_b.t();
+      block_gemm<opmath_t>(dW_acc, Xt_b, G_b, /*accumulate=*/r0 > 0);
     }
   }
   if (p.want.dW) {
