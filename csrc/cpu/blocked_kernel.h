@@ -1,13 +1,15 @@
 // Large problems: stream over blocks of rows so that no M x N temporary exists.
 //
-// Per block b:   Z_b = X_b W            (BLAS, into a block-sized workspace)
+// Per block b:   Z_b = X_b W            (into a block-sized workspace)
 //                epilogue over Z_b      (loss partials, dY_b, G_b in place of Z_b,
 //                                        while Z_b is still in cache)
-//                dX_b = G_b Wᵀ          (BLAS, straight into the output rows)
-//                dW  += X_bᵀ G_b        (BLAS, accumulated in block order)
-// The only temporaries are the block workspace and, for half/bfloat16, float
-// copies of W and X_b plus a float dW accumulator. dW is summed in a fixed
-// block order, so results are deterministic for a given thread count.
+//                dX_b = G_b Wᵀ          (straight into the output rows)
+//                dW  += X_bᵀ G_b        (accumulated in block order)
+// The GEMMs run on brgemm tiles for float math (tiled_gemm.h) and on BLAS for
+// double. The only temporaries are the block workspace, for float math a
+// row-major Wᵀ and X_bᵀ, and for half/bfloat16 float copies of W and X_b plus a
+// float dW accumulator. dW is summed in a fixed block order and each output
+// tile by one thread, so results are deterministic for a given thread count.
 #pragma once
 
 #include "../common/grads_plan.h"
@@ -25,9 +27,10 @@
 namespace relufrob::cpu {
 
 // Sized so that a block of Z stays in the 1-2 MiB L2 of current cores between
-// the GEMM that writes it and the epilogue that reads it, while keeping the
-// GEMMs' row count large enough for BLAS to run near peak (256 KiB to 2 MiB
-// measured within noise of each other at 1024x256x256 and 4096x512x512).
+// the GEMM that writes it and the epilogue that reads it, with enough rows for
+// the GEMMs to run near peak (256 KiB to 2 MiB measured within noise of each
+// other at 1024x256x256 and 4096x512x512). The workspaces scale with it (Z and
+// the float path's Xᵀ block), so the smaller end keeps extra memory low.
 constexpr int64_t kBlockBytes = 512 * 1024;
 constexpr int64_t kMinBlockRows = 64;
 
