@@ -54,20 +54,66 @@ inline int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
+// c[r][j0, j0 + V vectors) = sum_k a[r][k] * b[k][...] for the kRows rows of
+// a panel: kRows x V accumulators in registers, so each loaded element of b
+// and each broadcast element of a feeds several FMAs.
+template <int V, typename T>
+RELUFROB_ALWAYS_INLINE void panel_matmul_block(const T* a, int64_t lda, int64_t depth,
+                                               const T* b, int64_t ldb, int64_t j0,
+                                               T* c, int64_t ldc) {
+  Vec<T> acc[kRows][V] = {};
+  for (int64_t k = 0; k < depth; ++k) {
+    Vec<T> b_k[V];
+    for (int v = 0; v < V; ++v) load_vec(b_k[v], b + k * ldb + j0 + v * kCols<T>);
+    for (int r = 0; r < kRows; ++r) {
+      const T a_rk = a[r * lda + k];
+      for (int v = 0; v < V; ++v) acc[r][v] += a_rk * b_k[v];
+    }
+  }
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < V; ++v) store_vec(c + r * ldc + j0 + v * kCols<T>, acc[r][v]);
+}
+
 // c[r][0, cols) = sum_k a[r][k] * b[k][0, cols) for the kRows rows of a panel;
-// cols is a multiple of kCols<T> and b is zero-padded to it.
+// cols is a multiple of kCols<T> and b is zero-padded to it. Two vectors of
+// columns at a time, one for an odd one out.
 template <typename T>
 RELUFROB_ALWAYS_INLINE void panel_matmul(const T* a, int64_t lda, int64_t depth,
                                          const T* b, int64_t ldb, int64_t cols,
                                          T* c, int64_t ldc) {
-  for (int64_t j0 = 0; j0 < cols; j0 += kCols<T>) {
-    Vec<T> acc[kRows] = {};
-    for (int64_t k = 0; k < depth; ++k) {
-      Vec<T> b_k;
-      load_vec(b_k, b + k * ldb + j0);
-      for (int r = 0; r < kRows; ++r) acc[r] += a[r * lda + k] * b_k;
+  int64_t j0 = 0;
+  for (; j0 + 2 * kCols<T> <= cols; j0 += 2 * kCols<T>)
+    panel_matmul_block<2>(a, lda, depth, b, ldb, j0, c, ldc);
+  if (j0 < cols) panel_matmul_block<1>(a, lda, depth, b, ldb, j0, c, ldc);
+}
+
+// dw[k][j0, j0 + V vectors) += sum_r a[r][k] * g[r][...] over the panel's rows,
+// with G held in registers across all k.
+template <int V, typename T>
+RELUFROB_ALWAYS_INLINE void panel_rank_update_block(const T* a, int64_t lda, int64_t depth,
+                                                    const T* g, int64_t ldg, int64_t j0,
+                                                    T* dw, int64_t ldw) {
+  Vec<T> g_r[kRows][V];
+  for (int r = 0; r < kRows; ++r)
+    for (int v = 0; v < V; ++v) load_vec(g_r[r][v], g + r * ldg + j0 + v * kCols<T>);
+  for (int64_t k = 0; k < depth; ++k) {
+    // Two independent partial sums per vector: one chain of kRows dependent
+    // FMAs per k would make this loop latency-bound.
+    T* dw_k = dw + k * ldw + j0;
+    Vec<T> even[V], odd[V];
+    for (int v = 0; v < V; ++v) {
+      load_vec(even[v], dw_k + v * kCols<T>);
+      odd[v] = a[lda + k] * g_r[1][v];
     }
-    for (int r = 0; r < kRows; ++r) store_vec(c + r * ldc + j0, acc[r]);
+    for (int r = 0; r < kRows; r += 2) {
+      const T a_even = a[r * lda + k];
+      for (int v = 0; v < V; ++v) even[v] += a_even * g_r[r][v];
+      if (r > 0) {
+        const T a_odd = a[(r + 1) * lda + k];
+        for (int v = 0; v < V; ++v) odd[v] += a_odd * g_r[r + 1][v];
+      }
+    }
+    for (int v = 0; v < V; ++v) store_vec(dw_k + v * kCols<T>, even[v] + odd[v]);
   }
 }
 
@@ -76,23 +122,11 @@ template <typename T>
 RELUFROB_ALWAYS_INLINE void panel_rank_update(const T* a, int64_t lda, int64_t depth,
                                               const T* g, int64_t ldg, int64_t cols,
                                               T* dw, int64_t ldw) {
-  for (int64_t j0 = 0; j0 < cols; j0 += kCols<T>) {
-    Vec<T> g_r[kRows];
-    for (int r = 0; r < kRows; ++r) load_vec(g_r[r], g + r * ldg + j0);
-    for (int64_t k = 0; k < depth; ++k) {
-      // Four independent partial sums: one chain of kRows dependent FMAs per
-      // k would make this loop latency-bound.
-      constexpr int kSplit = 4;
-      static_assert(kRows % kSplit == 0);
-      T* dw_k = dw + k * ldw + j0;
-      Vec<T> part[kSplit];
-      load_vec(part[0], dw_k);
-      for (int s = 1; s < kSplit; ++s) part[s] = a[s * lda + k] * g_r[s];
-      part[0] += a[k] * g_r[0];
-      for (int r = kSplit; r < kRows; ++r) part[r % kSplit] += a[r * lda + k] * g_r[r];
-      store_vec(dw_k, (part[0] + part[1]) + (part[2] + part[3]));
-    }
-  }
+  static_assert(kRows % 2 == 0);
+  int64_t j0 = 0;
+  for (; j0 + 2 * kCols<T> <= cols; j0 += 2 * kCols<T>)
+    panel_rank_update_block<2>(a, lda, depth, g, ldg, j0, dw, ldw);
+  if (j0 < cols) panel_rank_update_block<1>(a, lda, depth, g, ldg, j0, dw, ldw);
 }
 
 // W in the math type, zero-padded to whole vectors: w (K x Np) for z = xW and
