@@ -15,15 +15,16 @@ from .reference import Grads
 __all__ = ["Grads", "grads", "loss"]
 
 _grads_op = torch.ops.relufrob.grads.default
-# The same dispatcher op bound directly: torch.ops' generic Python argument
-# matching costs more than a whole 10x4x4 problem. A pybind function is
-# invisible to torch.compile and to __torch_function__ (modes and tensor
-# subclasses), so those cases keep using _grads_op.
-_grads_direct = _C.grads
+# The same dispatcher op bound directly, returning the finished Grads:
+# torch.ops' generic Python argument matching costs more than a whole 10x4x4
+# problem. A C function is invisible to torch.compile and to
+# __torch_function__ (modes and tensor subclasses), so those cases keep using
+# _grads_op. It returns None for arguments it does not take (non-tensors).
+_grads_fast = _C.grads_fast
+_C._set_grads_type(Grads)
 _is_compiling = torch.compiler.is_compiling
 _torch_function_mode_enabled = torch._C._is_torch_function_mode_enabled
 _has_torch_function = torch.overrides.has_torch_function
-_new_tuple = tuple.__new__
 _loss_op = torch.ops.relufrob.loss.default
 
 _ALL = ("X", "W", "Y")
@@ -88,20 +89,18 @@ def grads(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum",
         shape, dtype and device. The results never carry an autograd graph.
     """
     need = _NEED_ALL if wrt is _ALL else _need_flags(wrt)
-    traced = (_is_compiling() or _torch_function_mode_enabled()
-              or _has_torch_function((X, W, Y)))
-    op = _grads_op if traced else _grads_direct
     try:
-        f, dW, dX, dY = op(X, W, Y, need[0], need[1], need[2], reduction)
+        if not (_is_compiling() or _torch_function_mode_enabled()
+                or _has_torch_function((X, W, Y))):
+            out = _grads_fast(X, W, Y, need[0], need[1], need[2], reduction)
+            if out is not None:
+                return out
+        f, dW, dX, dY = _grads_op(X, W, Y, need[0], need[1], need[2], reduction)
     except (TypeError, NotImplementedError, RuntimeError):
         _explain_failure(X, W, Y, reduction)
         raise
-    # tuple.__new__ skips the NamedTuple's Python-level __new__ (a third of
-    # this wrapper's cost on a tiny problem).
-    if need is _NEED_ALL:
-        return _new_tuple(Grads, (f, dW, dX, dY))
-    return _new_tuple(Grads, (f, dW if need[0] else None, dX if need[1] else None,
-                              dY if need[2] else None))
+    return Grads(f, dW if need[0] else None, dX if need[1] else None,
+                 dY if need[2] else None)
 
 
 def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
