@@ -33,7 +33,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_grads(
   const at::Tensor G = at::threshold_backward((2.0 * scale) * R, A, 0);
   const int64_t K = W.size(0), N = W.size(1);
   // Not reshape({-1, K}): ambiguous when K or N is 0.
-  const int64_t M = c10::multiply_integers(X.sizes().slice(0, X.dim() - 1));
+  const int64_t M = leading_rows(X);
   const at::Tensor dW = X.reshape({M, K}).t().mm(G.reshape({M, N}));
   const at::Tensor dX = at::matmul(G, W.t());
   const at::Tensor dY = (-2.0 * scale) * R;

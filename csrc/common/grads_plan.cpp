@@ -39,8 +39,8 @@ at::Tensor as_contiguous_2d(const at::Tensor& t, int64_t rows, int64_t cols) {
   return t.reshape({rows, cols}).contiguous();
 }
 
-// The rows in X's leading dimensions. Checked: with K == 0 the leading
-// dimensions hold no data, so their product is not bounded by memory.
+}  // namespace
+
 int64_t leading_rows(const at::Tensor& X) {
   int64_t rows = 1;
   for (int64_t d = 0; d + 1 < X.dim(); ++d) {
@@ -49,8 +49,6 @@ int64_t leading_rows(const at::Tensor& X) {
   }
   return rows;
 }
-
-}  // namespace
 
 double reduction_scale(std::string_view reduction, int64_t numel) {
   if (reduction == "sum") return 1.0;
@@ -102,7 +100,6 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
   GradsPlan p;
   p.K = K;
   p.N = N;
-  // From the leading shape, not numel / K: with K == 0 X holds no elements.
   p.M = leading_rows(X);
   p.want = want;
   p.scale = reduction_scale(reduction, Y.numel());

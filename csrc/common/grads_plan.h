@@ -42,6 +42,12 @@ struct GradsPlan {
   GradsResult result() const { return {loss, dW, dX, dY}; }
 };
 
+// M: the rows in X's leading dimensions, (*, K) -> prod(*). Taken from the
+// shape, not numel / K, which is 0 / 0 when K == 0; and overflow-checked,
+// since with K == 0 the leading dimensions hold no data and so are not
+// bounded by memory.
+int64_t leading_rows(const at::Tensor& X);
+
 // 1 for "sum", 1/numel for "mean" (inf for numel == 0, so that the mean over
 // nothing is NaN as in torch.mean); anything else raises ValueError.
 double reduction_scale(std::string_view reduction, int64_t numel);
