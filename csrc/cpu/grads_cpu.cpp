@@ -1,7 +1,9 @@
-// CPU implementation of relufrob::grads: picks the direct loops for tiny
-// problems and the row-blocked BLAS pipeline otherwise.
+// CPU implementation of relufrob::grads: picks the direct loops for small
+// problems and the row-blocked GEMM pipeline otherwise, each compiled for the
+// active ISA (cpu_isa.h).
 #include "../common/grads_plan.h"
 #include "blocked_kernel.h"
+#include "cpu_isa.h"
 #include "direct_kernel.h"
 
 #include <ATen/Dispatch.h>
@@ -36,8 +38,10 @@ GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W,
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
-        const double sum =
-            use_direct(p) ? direct_grads<scalar_t>(p) : blocked_grads<scalar_t>(p);
+        const double sum = dispatch_isa([&](auto isa) {
+          using Isa = decltype(isa);
+          return use_direct(p) ? direct_grads<Isa, scalar_t>(p) : blocked_grads<Isa, scalar_t>(p);
+        });
         *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(sum * p.scale);
       });
   return p.result();

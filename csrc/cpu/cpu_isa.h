@@ -1,0 +1,130 @@
+// Which instruction set and GEMM backend the CPU kernels use.
+//
+// The choice is explicit and made once per process from torch's own CPU
+// capability, so `ATEN_CPU_CAPABILITY=default|avx2|avx512` forces every path
+// of relufrob exactly as it forces torch's (GCC's target_clones, used before,
+// are picked by the loader and ignore it). Nothing is timed at run time: for
+// a given machine, capability and thread count the results are bitwise
+// repeatable.
+//
+// Each ISA is a traits type. Kernels are templates over it, written as
+// always-inline bodies; run_with_isa<Isa> compiles such a body inside a
+// function carrying that ISA's target attribute, so one source gives SSE2,
+// AVX2 and AVX-512 code while the rest of the extension stays baseline x86-64.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__GNUC__)
+#define RELUFROB_ALWAYS_INLINE inline __attribute__((always_inline))
+// For lambdas passed to run_with_isa: they must be inlined to get its ISA.
+#define RELUFROB_INLINE_LAMBDA __attribute__((always_inline))
+#else
+#define RELUFROB_ALWAYS_INLINE inline
+#define RELUFROB_INLINE_LAMBDA
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define RELUFROB_X86_DISPATCH 1
+// Exactly the features torch requires for its AVX2 and AVX512 capabilities.
+#define RELUFROB_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define RELUFROB_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+#else
+#define RELUFROB_X86_DISPATCH 0
+#define RELUFROB_TARGET_AVX2
+#define RELUFROB_TARGET_AVX512
+#endif
+
+namespace relufrob::cpu {
+
+enum class CpuIsa { kBaseline, kAvx2, kAvx512 };
+enum class GemmBackend { kBlas, kBrgemm };
+
+// torch's capability (at::get_cpu_capability(), which honours
+// ATEN_CPU_CAPABILITY) mapped onto the ISAs relufrob has kernels for.
+CpuIsa active_isa();
+
+// The large-problem GEMMs: oneDNN's brgemm micro-kernels where the ISA is
+// AVX-512, which they drive near peak, and BLAS (MKL in torch's x86 wheels)
+// elsewhere: on AVX2 machines three brgemm-tiled GEMMs measured 2.3x slower
+// than torch.mm at 8192x512x512. RELUFROB_CPU_GEMM=blas|brgemm overrides the
+// choice, so that both backends can be tested and compared on any machine.
+GemmBackend gemm_backend();
+
+const char* isa_name(CpuIsa isa);
+const char* gemm_backend_name(GemmBackend backend);
+
+// Register blocking per ISA. kVecBytes is one SIMD register; kPanelRows x
+// kMatmulVecs accumulators plus kMatmulVecs loaded vectors and a broadcast
+// must fit the register file (16 on SSE2/AVX2, 32 on AVX-512). The small
+// kernel works on groups of kGroupPanels x kPanelRows rows.
+struct IsaBaseline {
+  static constexpr CpuIsa kIsa = CpuIsa::kBaseline;
+  static constexpr int kVecBytes = 16;
+  static constexpr int kPanelRows = 6;
+  static constexpr int kMatmulVecs = 2;
+  static constexpr int kGroupPanels = 8;
+};
+
+struct IsaAvx2 {
+  static constexpr CpuIsa kIsa = CpuIsa::kAvx2;
+  static constexpr int kVecBytes = 32;
+  static constexpr int kPanelRows = 6;
+  static constexpr int kMatmulVecs = 2;
+  static constexpr int kGroupPanels = 8;
+};
+
+struct IsaAvx512 {
+  static constexpr CpuIsa kIsa = CpuIsa::kAvx512;
+  static constexpr int kVecBytes = 64;
+  static constexpr int kPanelRows = 8;
+  static constexpr int kMatmulVecs = 2;
+  static constexpr int kGroupPanels = 8;
+};
+
+// Runs `body` (an always-inline lambda) compiled for Isa's instruction set.
+template <typename Isa>
+struct IsaTarget {
+  template <typename F>
+  static auto run(F&& body) {
+    return body();
+  }
+};
+
+template <>
+struct IsaTarget<IsaAvx2> {
+  template <typename F>
+  RELUFROB_TARGET_AVX2 static auto run(F&& body) {
+    return body();
+  }
+};
+
+template <>
+struct IsaTarget<IsaAvx512> {
+  template <typename F>
+  RELUFROB_TARGET_AVX512 static auto run(F&& body) {
+    return body();
+  }
+};
+
+template <typename Isa, typename F>
+RELUFROB_ALWAYS_INLINE auto run_with_isa(F&& body) {
+  return IsaTarget<Isa>::run(static_cast<F&&>(body));
+}
+
+// Calls fn(Isa{}) with the traits of the active ISA.
+template <typename F>
+auto dispatch_isa(F&& fn) {
+  switch (active_isa()) {
+    case CpuIsa::kAvx512:
+      return fn(IsaAvx512{});
+    case CpuIsa::kAvx2:
+      return fn(IsaAvx2{});
+    case CpuIsa::kBaseline:
+      break;
+  }
+  return fn(IsaBaseline{});
+}
+
+}  // namespace relufrob::cpu
