@@ -10,6 +10,10 @@ Inputs in the usual layout come from relufrob.reference.make_inputs.
 """
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -18,6 +22,7 @@ from relufrob import reference
 from relufrob.reference import make_inputs
 from relufrob.tolerance import parity_tolerance
 
+REPO = Path(__file__).resolve().parents[1]
 REDUCTIONS = ("sum", "mean")
 # The dtypes compared with autograd elementwise in the same dtype. float16 and
 # bfloat16 are not: autograd rounds Z = XW to the low precision, relufrob
@@ -169,3 +174,22 @@ def storage_ptr(t: torch.Tensor):
     """The base address of t's storage, or None if the storage holds no bytes."""
     s = t.untyped_storage()
     return s.data_ptr() if s.nbytes() > 0 else None
+
+
+# --------------------------------------------------------------------------
+# Commands, as typed at a shell
+# --------------------------------------------------------------------------
+
+
+def run_python(*args, timeout):
+    """`python ARGS...` in the repository, output captured as UTF-8 text."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+    )

@@ -8,32 +8,20 @@ that the report and the files are well formed.
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from bench.impls import IMPLS
 from bench.sizes import QUICK_SIZES, size_str
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, run_python
+
 SCRIPT = REPO / "bench" / "throughput.py"
 TABLE_HEADER = "| impl | median | vs autograd | vs floor |"
 
 
 def run_bench(*args, timeout=240):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=timeout,
-    )
+    return run_python(str(SCRIPT), *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,7 @@ relufrob.tolerance's business, tested in test_tolerance.py.
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +18,8 @@ from relufrob import cli, exercise, reference
 from relufrob.reference import make_inputs
 from relufrob.tolerance import parity_tolerance
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import run_python
+
 QUANTITIES = ("f", "dW", "dX", "dY")
 CANDIDATES = ("formulas", "relufrob")
 VERDICT = re.compile(
@@ -34,16 +31,7 @@ ALL_MATCH = {(q, m): "MATCH" for q in QUANTITIES for m in CANDIDATES}
 
 
 def run_cli(*args):
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
-    return subprocess.run(
-        [sys.executable, "-m", "relufrob", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-    )
+    return run_python("-m", "relufrob", *args, timeout=120)
 
 
 def verdicts(text):

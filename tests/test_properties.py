@@ -57,6 +57,17 @@ def problems(draw):
     }
 
 
+def inputs(p, device):
+    """X, W, Y of problem `p`, in its layouts."""
+    gen = torch.Generator().manual_seed(p["seed"])
+    kw = dict(dtype=p["dtype"], device=device, gen=gen, integer_valued=p["integer_valued"])
+    lx, lw, ly = p["layouts"]
+    X = strided(lx, p["lead"] + (p["K"],), **kw)
+    W = strided(lw, (p["K"], p["N"]), **kw)
+    Y = strided(ly, p["lead"] + (p["N"],), **kw)
+    return X, W, Y
+
+
 @settings(
     max_examples=60,
     deadline=None,
@@ -65,13 +76,7 @@ def problems(draw):
 )
 @given(p=problems())
 def test_grads_match_autograd(p, device):
-    gen = torch.Generator().manual_seed(p["seed"])
-    kw = dict(dtype=p["dtype"], device=device, gen=gen, integer_valued=p["integer_valued"])
-    lx, lw, ly = p["layouts"]
-    X = strided(lx, p["lead"] + (p["K"],), **kw)
-    W = strided(lw, (p["K"], p["N"]), **kw)
-    Y = strided(ly, p["lead"] + (p["N"],), **kw)
-
+    X, W, Y = inputs(p, device)
     got = relufrob.grads(X, W, Y, reduction=p["reduction"])
     expected = reference.autograd_grads(X, W, Y, p["reduction"])
     # equal_nan: reduction="mean" over zero elements is NaN in both.
@@ -95,11 +100,7 @@ def test_grads_match_autograd(p, device):
 )
 @given(p=problems(), wrt=st.lists(st.sampled_from(["X", "W", "Y"]), unique=True, max_size=3))
 def test_selective_grads_consistent(p, wrt, device):
-    gen = torch.Generator().manual_seed(p["seed"])
-    kw = dict(dtype=p["dtype"], device=device, gen=gen, integer_valued=p["integer_valued"])
-    X = strided(p["layouts"][0], p["lead"] + (p["K"],), **kw)
-    W = strided(p["layouts"][1], (p["K"], p["N"]), **kw)
-    Y = strided(p["layouts"][2], p["lead"] + (p["N"],), **kw)
+    X, W, Y = inputs(p, device)
     full = relufrob.grads(X, W, Y, reduction=p["reduction"])
     got = relufrob.grads(X, W, Y, reduction=p["reduction"], wrt=tuple(wrt))
     expected = full._replace(**{f"d{n}": None for n in "XWY" if n not in wrt})
