@@ -1,15 +1,16 @@
 # The two commands of the README. Each creates/reuses .venv, installs the
 # pinned requirements, builds the extension in place (ninja, incremental) and
-# makes the checkout importable from the venv.
+# makes the checkout importable from the venv. `make test` lints first.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-installed
 DEV    := $(VENV)/.dev-linked
+CPP_SOURCES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
-.PHONY: test bench build clean
+.PHONY: test bench build clean lint lint-py lint-cpp format
 
-test: build
+test: lint build
 	$(PY) -m pytest -q tests
 
 bench: build
@@ -17,6 +18,22 @@ bench: build
 
 build: $(DEPS) $(DEV)
 	$(PY) setup.py -q build_ext --inplace
+
+# Style, as configured in pyproject.toml ([tool.ruff]) and .clang-format.
+lint: lint-py lint-cpp
+
+lint-py: $(DEPS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+lint-cpp: $(DEPS)
+	$(VENV)/bin/clang-format --dry-run -Werror $(CPP_SOURCES)
+
+# Rewrites the sources in the style that `make lint` checks.
+format: $(DEPS)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CPP_SOURCES)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -9,6 +9,7 @@ Switches (environment variables):
   CUDA_HOME             CUDA toolkit; defaults to /usr/local/cuda when it exists.
 With neither switch set, CUDA is built when torch is a CUDA build and nvcc is found.
 """
+
 import glob
 import os
 import re
@@ -29,6 +30,12 @@ if not os.environ.get("CUDA_HOME") and os.path.isdir("/usr/local/cuda"):
 
 import torch  # noqa: E402
 from torch.utils import cpp_extension  # noqa: E402
+
+
+def read_version():
+    """relufrob/_version.py's __version__, without importing the package."""
+    with open(os.path.join(ROOT, "relufrob", "_version.py")) as f:
+        return re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 
 def env_flag(name):
@@ -57,18 +64,23 @@ def want_cuda():
     found_major = nvcc_major()
     if env_flag("FORCE_CUDA"):
         if torch_major is None or found_major is None:
-            sys.exit("FORCE_CUDA=1 needs a CUDA build of torch and nvcc "
-                     f"(torch.version.cuda={torch.version.cuda}, "
-                     f"CUDA_HOME={cpp_extension.CUDA_HOME})")
+            sys.exit(
+                "FORCE_CUDA=1 needs a CUDA build of torch and nvcc "
+                f"(torch.version.cuda={torch.version.cuda}, "
+                f"CUDA_HOME={cpp_extension.CUDA_HOME})"
+            )
         return True
     if torch_major is None or found_major is None:
         return False
     if torch_major != found_major:
         # cpp_extension refuses a toolkit of another major version than
         # torch's; a CPU build is more useful than a failed one.
-        print(f"relufrob: nvcc is CUDA {found_major} but torch is built for CUDA "
-              f"{torch.version.cuda}: building the CPU kernels only "
-              "(set FORCE_CUDA=1 to insist)", file=sys.stderr)
+        print(
+            f"relufrob: nvcc is CUDA {found_major} but torch is built for CUDA "
+            f"{torch.version.cuda}: building the CPU kernels only "
+            "(set FORCE_CUDA=1 to insist)",
+            file=sys.stderr,
+        )
         return False
     return True
 
@@ -76,8 +88,9 @@ def want_cuda():
 def cuda_archs():
     if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         if torch.cuda.is_available():
-            caps = sorted({torch.cuda.get_device_capability(i)
-                           for i in range(torch.cuda.device_count())})
+            caps = sorted(
+                {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+            )
             os.environ["TORCH_CUDA_ARCH_LIST"] = ";".join(f"{a}.{b}" for a, b in caps)
         else:
             # Arch detection needs a visible GPU; CI machines have none.
@@ -125,8 +138,11 @@ def make_extension():
     with_cuda = want_cuda()
     archs = cuda_archs() if with_cuda else ""
     sources = sorted(
-        glob.glob("csrc/*.cpp") + glob.glob("csrc/common/*.cpp")
-        + glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/autograd/*.cpp"))
+        glob.glob("csrc/*.cpp")
+        + glob.glob("csrc/common/*.cpp")
+        + glob.glob("csrc/cpu/*.cpp")
+        + glob.glob("csrc/autograd/*.cpp")
+    )
     # As torch itself is built: without -fno-trapping-math GCC will not turn the
     # epilogue's NaN-aware selects into vector blends. IEEE results are unchanged.
     cxx_flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
@@ -155,7 +171,7 @@ def make_extension():
 
 setup(
     name="relufrob",
-    version="0.1.0",
+    version=read_version(),
     description="Fused loss and gradients of ||relu(XW) - Y||_F^2 for PyTorch",
     packages=["relufrob"],
     ext_modules=[make_extension()],

@@ -7,6 +7,7 @@ random W and take the same torch.optim.Adam steps on
 f(W) = ||relu(X W) - Y||_F^2 / (M N), one with relufrob.loss, one with the
 pure-PyTorch reference expression. It prints each loop's final loss and time.
 """
+
 import argparse
 import time
 
@@ -43,8 +44,9 @@ def fit(loss_fn, X, Y, W0, steps, lr):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", nargs=3, type=int, default=[4096, 64, 32],
-                        metavar=("M", "K", "N"))
+    parser.add_argument(
+        "--shape", nargs=3, type=int, default=[4096, 64, 32], metavar=("M", "K", "N")
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)

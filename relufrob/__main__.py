@@ -1,4 +1,5 @@
 """``python -m relufrob check`` / ``python -m relufrob info``; see relufrob.cli."""
+
 import os
 import sys
 

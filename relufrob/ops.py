@@ -1,27 +1,40 @@
-"""The typed Python entry points over the relufrob dispatcher ops.
+"""The public API: relufrob.grads, relufrob.loss, the Grads they return, build_info.
 
 Validation and allocation happen in C++; these wrappers only translate the
 keyword interface into the op's flags and turn the placeholders of gradients
 that were not asked for into None.
 """
-from typing import Iterable, Tuple
+
+from collections.abc import Iterable
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 
-from . import _C
-from .reference import Grads
+from ._C import _set_grads_type
+from ._C import build_info as _build_info
+from ._C import grads_fast as _grads_fast
+from .validation import explain_failure
 
-__all__ = ["Grads", "grads", "loss"]
+__all__ = ["Grads", "grads", "loss", "build_info"]
+
+
+class Grads(NamedTuple):
+    """The loss and the gradients of the loss with respect to W, X and Y."""
+
+    loss: Tensor
+    dW: Optional[Tensor]
+    dX: Optional[Tensor]
+    dY: Optional[Tensor]
+
 
 _grads_op = torch.ops.relufrob.grads.default
-# The same dispatcher op bound directly, returning the finished Grads:
-# torch.ops' generic Python argument matching costs more than a whole 10x4x4
-# problem. A C function is invisible to torch.compile and to
+# _grads_fast is the same dispatcher op bound directly, returning the finished
+# Grads: torch.ops' generic Python argument matching costs more than a whole
+# 10x4x4 problem. A C function is invisible to torch.compile and to
 # __torch_function__ (modes and tensor subclasses), so those cases keep using
 # _grads_op. It returns None for arguments it does not take (non-tensors).
-_grads_fast = _C.grads_fast
-_C._set_grads_type(Grads)
+_set_grads_type(Grads)
 _is_compiling = torch.compiler.is_compiling
 _torch_function_mode_enabled = torch._C._is_torch_function_mode_enabled
 _has_torch_function = torch.overrides.has_torch_function
@@ -31,48 +44,28 @@ _ALL = ("X", "W", "Y")
 _NEED_ALL = (True, True, True)
 
 
-def _need_flags(wrt) -> Tuple[bool, bool, bool]:
+def _need_flags(wrt) -> tuple[bool, bool, bool]:
     """(need_dW, need_dX, need_dY) for a `wrt` selection such as ("W",)."""
     if isinstance(wrt, str):
         wrt = (wrt,)
     try:
         names = tuple(wrt)
     except TypeError:
-        raise TypeError("relufrob.grads: wrt must be a sequence of input names among "
-                        f"'X', 'W', 'Y', got {type(wrt).__name__}") from None
+        raise TypeError(
+            "relufrob.grads: wrt must be a sequence of input names among "
+            f"'X', 'W', 'Y', got {type(wrt).__name__}"
+        ) from None
     unknown = [n for n in names if n not in _ALL]
     if unknown:
         raise ValueError(
-            f"relufrob.grads: wrt must name inputs among 'X', 'W', 'Y', got {unknown[0]!r}")
+            f"relufrob.grads: wrt must name inputs among 'X', 'W', 'Y', got {unknown[0]!r}"
+        )
     return ("W" in names, "X" in names, "Y" in names)
 
 
-def _explain_failure(X, W, Y, reduction) -> None:
-    """Raise a clear error for arguments the dispatcher itself refused.
-
-    Only reached after the op has failed, so the common path pays nothing.
-    """
-    if not isinstance(reduction, str):
-        raise TypeError(f"relufrob: reduction must be 'sum' or 'mean', got {reduction!r}")
-    for name, t in (("X", X), ("W", W), ("Y", Y)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"relufrob: {name} must be a torch.Tensor, got {type(t).__name__}")
-    for name, t in (("X", X), ("W", W), ("Y", Y)):
-        if t.layout != torch.strided:
-            raise ValueError(f"relufrob: {name} must be a dense (strided) tensor, got layout {t.layout}")
-    for name, t in (("W", W), ("Y", Y)):
-        if t.device != X.device:
-            raise ValueError(
-                f"relufrob: {name} must be on the same device as X ({X.device}), got {t.device}")
-    if X.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
-            "relufrob::grads", X.device.type.upper()):
-        raise NotImplementedError(
-            f"relufrob: X is on {X.device}, but this build of relufrob has no "
-            f"{X.device.type} kernels (see relufrob.build_info())")
-
-
-def grads(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum",
-          wrt: Iterable[str] = _ALL) -> Grads:
+def grads(
+    X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum", wrt: Iterable[str] = _ALL
+) -> Grads:
     """Loss f = ||relu(X W) - Y||_F^2 and its gradients, in one fused call.
 
     Args:
@@ -90,17 +83,17 @@ def grads(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum",
     """
     need = _NEED_ALL if wrt is _ALL else _need_flags(wrt)
     try:
-        if not (_is_compiling() or _torch_function_mode_enabled()
-                or _has_torch_function((X, W, Y))):
+        if not (
+            _is_compiling() or _torch_function_mode_enabled() or _has_torch_function((X, W, Y))
+        ):
             out = _grads_fast(X, W, Y, need[0], need[1], need[2], reduction)
             if out is not None:
                 return out
         f, dW, dX, dY = _grads_op(X, W, Y, need[0], need[1], need[2], reduction)
     except (TypeError, NotImplementedError, RuntimeError):
-        _explain_failure(X, W, Y, reduction)
+        explain_failure(X, W, Y, reduction)
         raise
-    return Grads(f, dW if need[0] else None, dX if need[1] else None,
-                 dY if need[2] else None)
+    return Grads(f, dW if need[0] else None, dX if need[1] else None, dY if need[2] else None)
 
 
 def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
@@ -115,5 +108,10 @@ def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
     try:
         return _loss_op(X, W, Y, reduction)
     except (TypeError, NotImplementedError, RuntimeError):
-        _explain_failure(X, W, Y, reduction)
+        explain_failure(X, W, Y, reduction)
         raise
+
+
+def build_info() -> dict:
+    """How the compiled kernels were built: CUDA or not, archs, torch, OpenMP."""
+    return dict(_build_info())

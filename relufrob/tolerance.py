@@ -6,14 +6,18 @@ relufrob by the same standard::
     from relufrob.tolerance import parity_tolerance
     rtol, atol = parity_tolerance("dW", expected.dW, (M, K, N))
     torch.testing.assert_close(got.dW, expected.dW, rtol=rtol, atol=atol)
+
+:func:`compare` is the same judgement as a verdict with figures, for reports.
 """
+
 import math
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["parity_tolerance", "ASSERT_CLOSE_DEFAULTS"]
+__all__ = ["parity_tolerance", "compare", "Comparison", "ASSERT_CLOSE_DEFAULTS"]
 
 # (rtol, atol): torch.testing.assert_close's defaults for each dtype.
 ASSERT_CLOSE_DEFAULTS = {
@@ -29,7 +33,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _LOSS_NAMES = ("loss", "f")
 
 
-def _sum_length(name: str, mkn: Tuple[int, int, int]) -> int:
+def _sum_length(name: str, mkn: tuple[int, int, int]) -> int:
     """L: how many rounded terms feed one entry of `name`, through XW and after."""
     M, K, N = mkn
     if name == "dW":
@@ -41,8 +45,9 @@ def _sum_length(name: str, mkn: Tuple[int, int, int]) -> int:
     return K
 
 
-def parity_tolerance(name: str, expected: Tensor,
-                     mkn: Optional[Tuple[int, int, int]]) -> Tuple[float, float]:
+def parity_tolerance(
+    name: str, expected: Tensor, mkn: Optional[tuple[int, int, int]]
+) -> tuple[float, float]:
     """(rtol, atol) for comparing relufrob's `name` with autograd's `expected`.
 
     Args:
@@ -138,8 +143,9 @@ def parity_tolerance(name: str, expected: Tensor,
     elif name in ("dW", "dX", "dY"):
         length = _sum_length(name, mkn)
     else:
-        raise ValueError(f"parity_tolerance: unknown quantity {name!r}; "
-                         f"expected 'loss', 'f', 'dW', 'dX' or 'dY'")
+        raise ValueError(
+            f"parity_tolerance: unknown quantity {name!r}; expected 'loss', 'f', 'dW', 'dX' or 'dY'"
+        )
     finite = expected.detach()
     finite = finite[torch.isfinite(finite)]
     if finite.numel() == 0:
@@ -153,3 +159,55 @@ def parity_tolerance(name: str, expected: Tensor,
     else:
         allowance = 2.0 * eps * math.sqrt(length) * scale
     return rtol, max(atol, allowance)
+
+
+@dataclass
+class Comparison:
+    """One value judged against its expected value."""
+
+    max_abs: float
+    max_rel: float
+    match: bool
+    note: str = ""
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def compare(
+    actual: Optional[Tensor], expected: Optional[Tensor], rtol: float, atol: float
+) -> Comparison:
+    """Judge ``actual`` against ``expected`` the way torch.testing.assert_close does.
+
+    Shape, dtype and device must agree; values must satisfy
+    ``torch.isclose(actual, expected, rtol, atol, equal_nan=True)`` everywhere.
+    Also returns the largest absolute and relative differences (NaN == NaN
+    counts as no difference; a nonzero difference from an exact 0 is an
+    infinite relative difference).
+    """
+    nan = float("nan")
+    if expected is None:
+        return Comparison(nan, nan, False, "no reference value")
+    if actual is None:
+        return Comparison(nan, nan, False, "not returned")
+    if actual.shape != expected.shape:
+        return Comparison(nan, nan, False, f"shape {list(actual.shape)} != {list(expected.shape)}")
+    notes = []
+    if actual.dtype != expected.dtype:
+        notes.append(f"dtype {_dtype_name(actual.dtype)} != {_dtype_name(expected.dtype)}")
+    if actual.device != expected.device:
+        notes.append(f"device {actual.device} != {expected.device}")
+    if actual.numel() == 0:
+        return Comparison(0.0, 0.0, not notes, "; ".join(notes))
+
+    a = actual.to("cpu")
+    e = expected.to("cpu")
+    a64, e64 = a.to(torch.float64), e.to(torch.float64)
+    same = (a64 == e64) | (a64.isnan() & e64.isnan())
+    diff = torch.where(same, torch.zeros_like(a64), (a64 - e64).abs())
+    rel = torch.where(diff == 0, torch.zeros_like(diff), diff / e64.abs())
+    max_abs = diff.max().item()  # NaN propagates: a NaN on one side only shows
+    max_rel = rel.max().item()
+    close = bool(torch.isclose(a.to(e.dtype), e, rtol=rtol, atol=atol, equal_nan=True).all())
+    return Comparison(max_abs, max_rel, close and not notes, "; ".join(notes))

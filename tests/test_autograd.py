@@ -1,4 +1,5 @@
 """relufrob.loss in training code: autograd, double backward, opcheck, torch.compile."""
+
 import itertools
 import os
 import subprocess
@@ -10,18 +11,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import relufrob
 from relufrob import reference
+from relufrob.reference import make_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDUCTIONS = ("sum", "mean")
 NAMES = ("X", "W", "Y")
-
-
-def make_inputs(M=9, K=5, N=4, dtype=torch.float32, device="cpu", lead=(), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(*lead, M, K, generator=g, dtype=dtype)
-    W = torch.randn(K, N, generator=g, dtype=dtype)
-    Y = torch.randn(*lead, M, N, generator=g, dtype=dtype)
-    return tuple(t.to(device) for t in (X, W, Y))
 
 
 def grads_of(fn, inputs, requires):
@@ -42,36 +36,50 @@ class RecordGradsCalls(TorchDispatchMode):
         kwargs = kwargs or {}
         if func is torch.ops.relufrob.grads.default:
             args_full = list(args) + [True] * (6 - len(args))
-            self.flags.append(tuple(kwargs.get(n, args_full[i]) for i, n in
-                                    ((3, "need_dW"), (4, "need_dX"), (5, "need_dY"))))
+            self.flags.append(
+                tuple(
+                    kwargs.get(n, args_full[i])
+                    for i, n in ((3, "need_dW"), (4, "need_dX"), (5, "need_dY"))
+                )
+            )
         return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("requires", [r for r in itertools.product((False, True), repeat=3) if any(r)])
+@pytest.mark.parametrize(
+    "requires", [r for r in itertools.product((False, True), repeat=3) if any(r)]
+)
 def test_loss_gradients_match_reference(requires, reduction):
-    inputs = make_inputs()
+    inputs = make_inputs(9, 5, 4)
     ours = grads_of(lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), inputs, requires)
     ref = grads_of(lambda X, W, Y: reference.loss(X, W, Y, reduction=reduction), inputs, requires)
     for name, a, b, r in zip(NAMES, ours, ref, requires):
         if r:
-            torch.testing.assert_close(a, b, msg=lambda m: f"d{name}: {m}")
+            torch.testing.assert_close(a, b, msg=lambda m, name=name: f"d{name}: {m}")
         else:
             assert a is None, f"{name} does not require grad but got a gradient"
 
 
 def test_loss_value_matches_reference_and_has_leading_dims():
-    X, W, Y = make_inputs(lead=(2, 3))
+    X, W, Y = make_inputs((2, 3, 9), 5, 4)
     W.requires_grad_(True)
     f = relufrob.loss(X, W, Y)
     assert f.dim() == 0 and f.requires_grad
     torch.testing.assert_close(f.detach(), reference.loss(X, W, Y).detach())
 
 
-@pytest.mark.parametrize("requires", [(True, False, False), (False, True, False), (False, False, True),
-                                      (True, True, True), (False, False, False)])
+@pytest.mark.parametrize(
+    "requires",
+    [
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (True, True, True),
+        (False, False, False),
+    ],
+)
 def test_forward_computes_only_the_gradients_needed(requires):
-    X, W, Y = (t.requires_grad_(r) for t, r in zip(make_inputs(), requires))
+    X, W, Y = (t.requires_grad_(r) for t, r in zip(make_inputs(9, 5, 4), requires))
     with RecordGradsCalls() as rec:
         relufrob.loss(X, W, Y)
     need_dX, need_dW, need_dY = requires
@@ -79,7 +87,7 @@ def test_forward_computes_only_the_gradients_needed(requires):
 
 
 def test_no_gradients_under_no_grad():
-    X, W, Y = (t.requires_grad_(True) for t in make_inputs())
+    X, W, Y = (t.requires_grad_(True) for t in make_inputs(9, 5, 4))
     with torch.no_grad(), RecordGradsCalls() as rec:
         f = relufrob.loss(X, W, Y)
     assert rec.flags == [(False, False, False)]
@@ -88,7 +96,7 @@ def test_no_gradients_under_no_grad():
 
 @pytest.mark.parametrize("scale", [1.5, -0.25, 0.0])
 def test_grad_output_scales_gradients(scale):
-    inputs = make_inputs()
+    inputs = make_inputs(9, 5, 4)
     ours = grads_of(lambda X, W, Y: relufrob.loss(X, W, Y) * scale, inputs, (True, True, True))
     ref = grads_of(lambda X, W, Y: reference.loss(X, W, Y) * scale, inputs, (True, True, True))
     for a, b in zip(ours, ref):
@@ -96,7 +104,7 @@ def test_grad_output_scales_gradients(scale):
 
 
 def test_saved_tensors_are_released_after_backward():
-    X, W, Y = make_inputs()
+    X, W, Y = make_inputs(9, 5, 4)
     W.requires_grad_(True)
     f = relufrob.loss(X, W, Y)
     f.backward()
@@ -105,7 +113,7 @@ def test_saved_tensors_are_released_after_backward():
 
 
 def test_retain_graph_allows_a_second_identical_backward():
-    X, W, Y = make_inputs()
+    X, W, Y = make_inputs(9, 5, 4)
     W.requires_grad_(True)
     f = relufrob.loss(X, W, Y)
     (g1,) = torch.autograd.grad(f, W, retain_graph=True)
@@ -116,22 +124,26 @@ def test_retain_graph_allows_a_second_identical_backward():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("wrt", range(3))
 def test_gradcheck_float64(wrt, reduction):
-    inputs = list(make_inputs(M=6, K=4, N=3, dtype=torch.float64, seed=wrt))
+    inputs = list(make_inputs(6, 4, 3, dtype=torch.float64, seed=wrt))
     inputs[wrt].requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), tuple(inputs))
+        lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), tuple(inputs)
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_double_backward_is_exact(reduction):
-    inputs = [t.requires_grad_(True) for t in make_inputs(M=6, K=4, N=3, dtype=torch.float64)]
+    inputs = [t.requires_grad_(True) for t in make_inputs(6, 4, 3, dtype=torch.float64)]
     assert torch.autograd.gradgradcheck(
-        lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), tuple(inputs))
+        lambda X, W, Y: relufrob.loss(X, W, Y, reduction=reduction), tuple(inputs)
+    )
 
     def hvp(loss_fn):
         leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
-        gX, gW, gY = torch.autograd.grad(loss_fn(*leaves, reduction=reduction), leaves, create_graph=True)
-        penalty = (gW ** 2).sum() + (gX * gY.sum()).sum()
+        gX, gW, gY = torch.autograd.grad(
+            loss_fn(*leaves, reduction=reduction), leaves, create_graph=True
+        )
+        penalty = (gW**2).sum() + (gX * gY.sum()).sum()
         return torch.autograd.grad(penalty, leaves)
 
     for a, b in zip(hvp(relufrob.loss), hvp(reference.loss)):
@@ -140,26 +152,33 @@ def test_double_backward_is_exact(reduction):
 
 def opcheck_samples():
     for dtype, (M, K, N), requires in itertools.product(
-            (torch.float32, torch.float64), ((5, 3, 2), (1, 1, 1), (12, 7, 9)), (False, True)):
+        (torch.float32, torch.float64), ((5, 3, 2), (1, 1, 1), (12, 7, 9)), (False, True)
+    ):
         X, W, Y = make_inputs(M, K, N, dtype=dtype)
         yield (X.requires_grad_(requires), W.requires_grad_(requires), Y)
-    X, W, Y = make_inputs(4, 3, 2, lead=(2,))
+    X, W, Y = make_inputs((2, 4), 3, 2)
     yield (X, W.requires_grad_(True), Y.requires_grad_(True))
 
 
-@pytest.mark.parametrize("sample", list(opcheck_samples()), ids=lambda s: f"{list(s[0].shape)}-{s[0].dtype}")
-@pytest.mark.parametrize("op,kwargs", [
-    (torch.ops.relufrob.grads.default, {}),
-    (torch.ops.relufrob.grads.default, {"need_dX": False, "reduction": "mean"}),
-    (torch.ops.relufrob.loss.default, {}),
-    (torch.ops.relufrob.loss.default, {"reduction": "mean"}),
-], ids=["grads", "grads-partial-mean", "loss", "loss-mean"])
+@pytest.mark.parametrize(
+    "sample", list(opcheck_samples()), ids=lambda s: f"{list(s[0].shape)}-{s[0].dtype}"
+)
+@pytest.mark.parametrize(
+    "op,kwargs",
+    [
+        (torch.ops.relufrob.grads.default, {}),
+        (torch.ops.relufrob.grads.default, {"need_dX": False, "reduction": "mean"}),
+        (torch.ops.relufrob.loss.default, {}),
+        (torch.ops.relufrob.loss.default, {"reduction": "mean"}),
+    ],
+    ids=["grads", "grads-partial-mean", "loss", "loss-mean"],
+)
 def test_opcheck(op, kwargs, sample):
     torch.library.opcheck(op, sample, kwargs)
 
 
 def test_grads_op_outputs_carry_no_graph():
-    X, W, Y = (t.requires_grad_(True) for t in make_inputs())
+    X, W, Y = (t.requires_grad_(True) for t in make_inputs(9, 5, 4))
     out = relufrob.grads(X, W, Y)
     assert all(t.grad_fn is None and not t.requires_grad for t in out)
 
@@ -171,13 +190,15 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("requires", [(True, True, True), (False, True, False), (True, False, True)])
+@pytest.mark.parametrize(
+    "requires", [(True, True, True), (False, True, False), (True, False, True)]
+)
 def test_compiled_loss_matches_eager(fresh_dynamo, requires):
     def step(X, W, Y):
         return relufrob.loss(X, W, Y) * 0.5 + relufrob.loss(X, W, Y, reduction="mean")
 
     compiled = torch.compile(step, fullgraph=True)
-    inputs = make_inputs()
+    inputs = make_inputs(9, 5, 4)
     eager = grads_of(step, inputs, requires)
     traced = grads_of(compiled, inputs, requires)
     for a, b in zip(traced, eager):
@@ -193,7 +214,7 @@ def test_compiled_dynamic_shapes_two_sizes(fresh_dynamo):
 
     compiled = torch.compile(step, fullgraph=True, dynamic=True)
     for M in (9, 23):
-        X, W, Y = make_inputs(M=M)
+        X, W, Y = make_inputs(M, 5, 4)
         W.requires_grad_(True)
         f, dW = compiled(X, W, Y)
         f.backward()
@@ -204,16 +225,43 @@ def test_compiled_dynamic_shapes_two_sizes(fresh_dynamo):
 
 
 def test_compiled_grads_matches_eager(fresh_dynamo):
-    compiled = torch.compile(lambda X, W, Y: relufrob.grads(X, W, Y, reduction="mean"), fullgraph=True)
-    X, W, Y = make_inputs(lead=(3,))
+    compiled = torch.compile(
+        lambda X, W, Y: relufrob.grads(X, W, Y, reduction="mean"), fullgraph=True
+    )
+    X, W, Y = make_inputs((3, 9), 5, 4)
     for a, b in zip(compiled(X, W, Y), relufrob.grads(X, W, Y, reduction="mean")):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_compiled_bad_shapes_name_the_argument(fresh_dynamo, dynamic):
+    # The fake kernel refuses the trace with the eager message, and the
+    # explanation of a refused call stays traceable by dynamo.
+    compiled = torch.compile(
+        lambda X, W, Y: relufrob.loss(X, W, Y), fullgraph=True, dynamic=dynamic
+    )
+    X, W, Y = make_inputs(7, 4, 3)
+    with pytest.raises(Exception, match=r"relufrob: W must have shape \(K, N\) with K = "):
+        compiled(X, W[:3], Y)
+
+
 def test_fit_example_runs_and_both_loops_agree():
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "fit.py"), "--shape", "256", "8", "4", "--steps", "20"],
-        capture_output=True, text=True, timeout=120, check=True).stdout
+        [
+            sys.executable,
+            os.path.join(ROOT, "examples", "fit.py"),
+            "--shape",
+            "256",
+            "8",
+            "4",
+            "--steps",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     finals = {}
     for line in out.splitlines():
         if "final loss" in line:
@@ -227,7 +275,7 @@ def test_fit_example_runs_and_both_loops_agree():
 
 @pytest.mark.parametrize("MKN", [(3, 0, 4), (3, 4, 0), (0, 3, 4)], ids=str)
 def test_double_backward_with_empty_dimensions(MKN):
-    inputs = make_inputs(*MKN, dtype=torch.float64, lead=(2,))
+    inputs = make_inputs((2, MKN[0]), *MKN[1:], dtype=torch.float64)
 
     def first_grads(loss_fn):
         leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
@@ -238,10 +286,12 @@ def test_double_backward_with_empty_dimensions(MKN):
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a, b)
     # A second derivative through whatever is non-empty.
-    penalty = sum((g ** 2).sum() for g in ours)
-    ref_penalty = sum((g ** 2).sum() for g in ref)
-    for a, b in zip(torch.autograd.grad(penalty, ours_leaves, allow_unused=True, materialize_grads=True),
-                    torch.autograd.grad(ref_penalty, ref_leaves, allow_unused=True, materialize_grads=True)):
+    penalty = sum((g**2).sum() for g in ours)
+    ref_penalty = sum((g**2).sum() for g in ref)
+    for a, b in zip(
+        torch.autograd.grad(penalty, ours_leaves, allow_unused=True, materialize_grads=True),
+        torch.autograd.grad(ref_penalty, ref_leaves, allow_unused=True, materialize_grads=True),
+    ):
         torch.testing.assert_close(a, b)
 
 
@@ -257,7 +307,7 @@ def test_torch_function_modes_see_grads_and_loss():
             self.calls.append(func)
             return func(*args, **(kwargs or {}))
 
-    X, W, Y = make_inputs()
+    X, W, Y = make_inputs(9, 5, 4)
     with Record() as rec:
         relufrob.grads(X, W, Y)
         relufrob.loss(X, W, Y)
@@ -266,7 +316,7 @@ def test_torch_function_modes_see_grads_and_loss():
 
 
 def test_in_place_change_of_a_saved_input_is_detected():
-    X, W, Y = make_inputs()
+    X, W, Y = make_inputs(9, 5, 4)
     W.requires_grad_(True)
     f = relufrob.loss(X, W, Y)
     Y.add_(1.0)

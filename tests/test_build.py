@@ -1,4 +1,5 @@
 """How the extension was built, and the CUDA kernels compiled on their own."""
+
 import os
 import shutil
 import subprocess
@@ -10,8 +11,11 @@ import relufrob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_HOME = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-NVCC = shutil.which("nvcc") or (os.path.join(CUDA_HOME, "bin", "nvcc")
-                                if os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")) else None)
+NVCC = shutil.which("nvcc") or (
+    os.path.join(CUDA_HOME, "bin", "nvcc")
+    if os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    else None
+)
 
 
 def test_build_info_fields():
@@ -23,14 +27,16 @@ def test_build_info_fields():
 
 def test_every_op_has_a_cpu_path_and_a_fake_kernel():
     for op in ("relufrob::grads", "relufrob::loss"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU") or \
-            torch._C._dispatch_has_kernel_for_dispatch_key(op, "CompositeExplicitAutograd")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(
+            op, "CPU"
+        ) or torch._C._dispatch_has_kernel_for_dispatch_key(op, "CompositeExplicitAutograd")
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "Meta")
 
 
 @pytest.mark.skipif(os.environ.get("RELUFROB_CPU_ONLY") == "1", reason="CPU-only build requested")
-@pytest.mark.skipif(torch.version.cuda is None or NVCC is None,
-                    reason="needs a CUDA build of torch and nvcc")
+@pytest.mark.skipif(
+    torch.version.cuda is None or NVCC is None, reason="needs a CUDA build of torch and nvcc"
+)
 def test_cuda_kernels_are_compiled_where_cuda_is_available():
     # setup.py builds CUDA automatically when torch is a CUDA build and nvcc is
     # found, so a CUDA compile error fails CI here even without a GPU.
@@ -44,9 +50,21 @@ def test_epilogue_kernels_build_without_torch(tmp_path):
     # them with plain nvcc (no ATen include path) and, with a GPU, runs the
     # self-test against the same math on the host.
     exe = tmp_path / "epilogue_selftest"
-    subprocess.run([NVCC, "-std=c++17", "-arch=sm_80", "-I", os.path.join(ROOT, "csrc"),
-                    os.path.join(ROOT, "csrc", "cuda", "selftest", "epilogue_selftest.cu"),
-                    "-o", str(exe)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            NVCC,
+            "-std=c++17",
+            "-arch=sm_80",
+            "-I",
+            os.path.join(ROOT, "csrc"),
+            os.path.join(ROOT, "csrc", "cuda", "selftest", "epilogue_selftest.cu"),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.strip() in ("PASS", "SKIP: no CUDA device")

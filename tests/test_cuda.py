@@ -1,17 +1,17 @@
 """GPU-only behaviour: streams, CUDA graphs, device indices. Skipped without a GPU."""
+
 import pytest
 import torch
 
 import relufrob
 from relufrob import reference
+from relufrob.reference import make_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 
 
-def inputs(device, M=257, K=33, N=65, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return tuple(torch.randn(*s, generator=g, dtype=dtype).to(device)
-                 for s in ((M, K), (K, N), (M, N)))
+def inputs(device, M=257, K=33, N=65, seed=0):
+    return make_inputs(M, K, N, device=device, seed=seed)
 
 
 def assert_same(got, expected):

@@ -5,19 +5,21 @@ whole test session down, so "never a segfault" is checked implicitly.
 Contract: ValueError for shapes, layout, device and reduction; TypeError for
 dtypes and non-tensors; messages start with "relufrob: " and name X, W or Y.
 """
+
 import re
 
 import numpy as np
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import relufrob
+from relufrob.reference import make_inputs
+from relufrob.validation import explain_failure
 
 
 def _ok(M=6, K=4, N=3, dtype=torch.float32, device="cpu"):
-    return (torch.randn(M, K, dtype=dtype, device=device),
-            torch.randn(K, N, dtype=dtype, device=device),
-            torch.randn(M, N, dtype=dtype, device=device))
+    return make_inputs(M, K, N, dtype=dtype, device=device)
 
 
 def _names(arg):
@@ -87,13 +89,18 @@ def test_w_3d_message_example():
 # dtypes -> TypeError
 # --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arg", ["W", "Y"])
-@pytest.mark.parametrize("xdtype,odtype", [
-    (torch.float32, torch.float64),
-    (torch.float64, torch.float32),
-    (torch.float32, torch.float16),
-    (torch.float16, torch.bfloat16),
-], ids=str)
+@pytest.mark.parametrize(
+    "xdtype,odtype",
+    [
+        (torch.float32, torch.float64),
+        (torch.float64, torch.float32),
+        (torch.float32, torch.float16),
+        (torch.float16, torch.bfloat16),
+    ],
+    ids=str,
+)
 def test_mismatched_float_dtypes(arg, xdtype, odtype, entry):
     X, W, Y = _ok(dtype=xdtype)
     if arg == "W":
@@ -105,8 +112,15 @@ def test_mismatched_float_dtypes(arg, xdtype, odtype, entry):
     assert "dtype" in str(info.value)
 
 
-BAD_DTYPES = [torch.int32, torch.int64, torch.uint8, torch.int8, torch.bool, torch.complex64,
-              torch.complex128]
+BAD_DTYPES = [
+    torch.int32,
+    torch.int64,
+    torch.uint8,
+    torch.int8,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+]
 
 
 @pytest.mark.parametrize("arg", ["X", "W", "Y"])
@@ -154,6 +168,7 @@ def test_non_tensor_arguments(arg, kind, entry):
 # --------------------------------------------------------------------------
 # Layout and device -> ValueError
 # --------------------------------------------------------------------------
+
 
 @pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
 @pytest.mark.parametrize("arg", ["X", "W", "Y"])
@@ -215,6 +230,7 @@ def test_cuda_and_cpu_mixed(arg):
 # --------------------------------------------------------------------------
 # reduction and wrt -> ValueError
 # --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("reduction", ["none", "MEAN", "Sum", "", "avg", "mean "])
 def test_bad_reduction(reduction, entry):
@@ -278,12 +294,72 @@ def test_empty_problem_with_huge_leading_dims_returns_at_once():
     # of hanging the suite.
     code = (
         "import torch, relufrob\n"
-        "X = torch.empty(2**20, 2**20, 0); W = torch.empty(0, 0); Y = torch.empty(2**20, 2**20, 0)\n"
+        "X = torch.empty(2**20, 2**20, 0); W = torch.empty(0, 0)\n"
+        "Y = torch.empty(2**20, 2**20, 0)\n"
         "out = relufrob.grads(X, W, Y)\n"
         "assert out.loss.item() == 0 and out.dX.shape == X.shape and out.dY.shape == Y.shape\n"
         "assert out.dW.shape == (0, 0)\n"
     )
     import subprocess
     import sys
+
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
+
+# --------------------------------------------------------------------------
+# The Python copies of the checks (relufrob.validation: fake kernels and
+# explanations of refused calls) word every error exactly as C++ does
+# --------------------------------------------------------------------------
+
+
+def _args(xs, ws, ys, dtypes=(torch.float32,) * 3):
+    return tuple(torch.zeros(s, dtype=d) for s, d in zip((xs, ws, ys), dtypes))
+
+
+F32, F64, F16, BF16 = torch.float32, torch.float64, torch.float16, torch.bfloat16
+MESSAGE_CASES = {
+    **{name: (_args(*case[:3]), "sum") for name, case in SHAPE_CASES.items()},
+    "W-float64": (_args((6, 4), (4, 3), (6, 3), (F32, F64, F32)), "sum"),
+    "Y-bfloat16": (_args((6, 4), (4, 3), (6, 3), (F16, F16, BF16)), "sum"),
+    "X-int64": (_args((6, 4), (4, 3), (6, 3), (torch.int64, F32, F32)), "sum"),
+    "W-bool": (_args((6, 4), (4, 3), (6, 3), (F32, torch.bool, F32)), "sum"),
+    "Y-complex64": (_args((6, 4), (4, 3), (6, 3), (F32, F32, torch.complex64)), "sum"),
+    "reduction-none": (_args((6, 4), (4, 3), (6, 3)), "none"),
+    # Several faults at once: the first one C++ checks is reported.
+    "X-int-and-W-3d": (_args((6, 4), (2, 4, 3), (6, 3), (torch.int32, F32, F32)), "sum"),
+    "W-3d-and-Y-float64": (_args((6, 4), (2, 4, 3), (6, 3), (F32, F32, F64)), "sum"),
+    "dtypes-and-reduction": (_args((6, 4), (4, 3), (6, 3), (F32, F64, F16)), "avg"),
+}
+
+
+def _raised(call):
+    with pytest.raises(Exception) as info:
+        call()
+    return type(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(
+    "op", [torch.ops.relufrob.grads.default, torch.ops.relufrob.loss.default], ids=["grads", "loss"]
+)
+@pytest.mark.parametrize("case", list(MESSAGE_CASES))
+def test_fake_kernel_errors_are_the_cpp_errors(case, op):
+    (X, W, Y), reduction = MESSAGE_CASES[case]
+    cpp = _raised(lambda: op(X, W, Y, reduction=reduction))
+    assert cpp[1].startswith("relufrob: "), cpp  # C++ validation, not a dispatcher error
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(t) for t in (X, W, Y)]
+        assert _raised(lambda: op(*fake, reduction=reduction)) == cpp
+    # C++ said it all: the Python explanation of a refused call adds nothing.
+    assert explain_failure(X, W, Y, reduction) is None
+
+
+@pytest.mark.parametrize("arg", ["W", "Y"])
+def test_device_error_is_the_fake_kernels(arg):
+    # A meta W or Y beside a CPU X reaches the fake kernel; the explanation of
+    # a refused call words the same fault the same way.
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = t[arg].to("meta")
+    fake = _raised(lambda: relufrob.grads(t["X"], t["W"], t["Y"]))
+    assert fake == (ValueError, f"relufrob: {arg} must be on the same device as X (cpu), got meta")
+    assert _raised(lambda: explain_failure(t["X"], t["W"], t["Y"], "sum")) == fake

@@ -1,9 +1,11 @@
 """Property test: relufrob.grads equals reference.autograd_grads on random
 problems: sizes 0..40 plus tall (M up to 600) and wide (N 257..300) ones, so
-both CPU paths (direct loops, row-blocked BLAS) and empty dims are reached, 0-3 leading dims, float32/float64, contiguous, transposed, stepped,
-offset and expanded layouts, values with and without exact zeros in XW, and
+both CPU paths (direct loops, row-blocked BLAS) and empty dims are reached,
+0-3 leading dims, float32/float64, contiguous, transposed, stepped, offset
+and expanded layouts, values with and without exact zeros in XW, and
 both reductions.
 """
+
 import math
 
 import torch
@@ -13,43 +15,10 @@ from hypothesis import strategies as st
 import relufrob
 from relufrob import reference
 
-from conftest import assert_grads_match, problem_size
+from helpers import assert_grads_match, problem_size, strided
 
+# The layouts of helpers.strided that apply to any number of dimensions.
 LAYOUTS = ("contiguous", "transposed", "stepped", "offset", "expanded")
-
-
-def _make(shape, layout, *, dtype, device, gen, integer_valued):
-    """A tensor of `shape` with the requested memory layout.
-
-    transposed: the dims are stored in reverse order; stepped: every other
-    element along each dim; offset: a view starting inside a larger buffer;
-    expanded: stride 0 along the first dim of size > 1 (falls back to
-    contiguous when there is none).
-    """
-    def values(sh):
-        # Moved to the device before the layout is applied: .to(device) on a
-        # strided view would materialise it contiguously.
-        if integer_valued:
-            return torch.randint(-2, 3, sh, generator=gen).to(dtype).to(device)
-        return torch.randn(sh, generator=gen, dtype=dtype).to(device)
-
-    shape = tuple(shape)
-    if layout == "transposed" and len(shape) >= 2:
-        perm = tuple(reversed(range(len(shape))))
-        t = values(tuple(shape[i] for i in perm)).permute(perm)
-    elif layout == "stepped":
-        t = values(tuple(2 * s for s in shape))[tuple(slice(None, None, 2) for _ in shape)]
-    elif layout == "offset":
-        t = values(tuple(s + 1 for s in shape))[tuple(slice(1, None) for _ in shape)]
-    elif layout == "expanded" and any(s > 1 for s in shape):
-        d = next(i for i, s in enumerate(shape) if s > 1)
-        small = list(shape)
-        small[d] = 1
-        t = values(tuple(small)).expand(shape)
-    else:
-        t = values(shape)
-    assert t.shape == shape and t.device.type == torch.device(device).type
-    return t
 
 
 @st.composite
@@ -88,17 +57,26 @@ def problems(draw):
     }
 
 
-@settings(max_examples=60, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(p=problems())
-def test_grads_match_autograd(p, device):
+def inputs(p, device):
+    """X, W, Y of problem `p`, in its layouts."""
     gen = torch.Generator().manual_seed(p["seed"])
     kw = dict(dtype=p["dtype"], device=device, gen=gen, integer_valued=p["integer_valued"])
     lx, lw, ly = p["layouts"]
-    X = _make(p["lead"] + (p["K"],), lx, **kw)
-    W = _make((p["K"], p["N"]), lw, **kw)
-    Y = _make(p["lead"] + (p["N"],), ly, **kw)
+    X = strided(lx, p["lead"] + (p["K"],), **kw)
+    W = strided(lw, (p["K"], p["N"]), **kw)
+    Y = strided(ly, p["lead"] + (p["N"],), **kw)
+    return X, W, Y
 
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(p=problems())
+def test_grads_match_autograd(p, device):
+    X, W, Y = inputs(p, device)
     got = relufrob.grads(X, W, Y, reduction=p["reduction"])
     expected = reference.autograd_grads(X, W, Y, p["reduction"])
     # equal_nan: reduction="mean" over zero elements is NaN in both.
@@ -114,15 +92,15 @@ def test_grads_match_autograd(p, device):
         assert torch.count_nonzero(got.dW) == 0
 
 
-@settings(max_examples=30, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(p=problems(), wrt=st.lists(st.sampled_from(["X", "W", "Y"]), unique=True, max_size=3))
 def test_selective_grads_consistent(p, wrt, device):
-    gen = torch.Generator().manual_seed(p["seed"])
-    kw = dict(dtype=p["dtype"], device=device, gen=gen, integer_valued=p["integer_valued"])
-    X = _make(p["lead"] + (p["K"],), p["layouts"][0], **kw)
-    W = _make((p["K"], p["N"]), p["layouts"][1], **kw)
-    Y = _make(p["lead"] + (p["N"],), p["layouts"][2], **kw)
+    X, W, Y = inputs(p, device)
     full = relufrob.grads(X, W, Y, reduction=p["reduction"])
     got = relufrob.grads(X, W, Y, reduction=p["reduction"], wrt=tuple(wrt))
     expected = full._replace(**{f"d{n}": None for n in "XWY" if n not in wrt})

@@ -2,9 +2,9 @@
 //
 // Everything here is a pure function of scalars so that the CPU loops and the
 // CUDA kernels share one definition of the conventions that hand-written
-// kernels usually get wrong (see NOTES.md, "The math, exactly as the reference
-// computes it"). This header must stay free of ATen/torch includes: it is
-// compiled by nvcc inside framework-free device headers too.
+// kernels usually get wrong (see docs/math.md). This header must stay free of
+// ATen/torch includes: it is compiled by nvcc inside framework-free device
+// headers too.
 #pragma once
 
 #if defined(__CUDACC__) || defined(__HIPCC__)

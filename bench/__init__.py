@@ -1,0 +1,1 @@
+"""The side-by-side benchmark; run it as ``python bench/throughput.py``."""

@@ -1,0 +1,112 @@
+"""The argument checks of csrc/common/grads_plan.cpp, in Python and in its words.
+
+C++ validates every real call. Python needs the same checks in two places
+that C++ never reaches: the fake kernels, which torch.compile traces without
+running C++, and the explanation of a call that the dispatcher refused before
+C++ could look at it (a list for X, a sparse tensor, a device without
+kernels). Each message is worded exactly as the C++ one, and
+tests/test_errors.py holds them against each other.
+"""
+
+import torch
+from torch import Tensor
+
+__all__ = ["FLOAT_DTYPES", "check_args", "explain_failure"]
+
+# The dtypes relufrob accepts, by the names the command lines use.
+FLOAT_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+_FLOAT_NAMES = ", ".join(list(FLOAT_DTYPES)[:-1]) + " or " + list(FLOAT_DTYPES)[-1]
+
+
+def _check_layout(name: str, t: Tensor) -> None:
+    if t.layout != torch.strided:
+        raise ValueError(
+            f"relufrob: {name} must be a dense (strided) tensor, got layout {t.layout}"
+        )
+
+
+def _check_devices(X: Tensor, W: Tensor, Y: Tensor) -> None:
+    for name, t in (("W", W), ("Y", Y)):
+        if t.device != X.device:
+            raise ValueError(
+                f"relufrob: {name} must be on the same device as X ({X.device}), got {t.device}"
+            )
+
+
+def check_args(X, W, Y, reduction: str) -> None:
+    """Raise as C++ does for tensors it would refuse; in the same order.
+
+    Shape conditions go through torch._check_value, so that under symbolic
+    shapes they become runtime asserts instead of specialising the trace.
+    """
+    for name, t in (("X", X), ("W", W), ("Y", Y)):
+        _check_layout(name, t)
+        if t.dtype not in FLOAT_DTYPES.values():
+            raise TypeError(
+                f"relufrob: {name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}"
+            )
+    if X.dim() < 1:
+        raise ValueError(
+            "relufrob: X must have shape (*, K) with at least 1 dimension, "
+            f"got shape {list(X.shape)}"
+        )
+    if W.dim() != 2:
+        raise ValueError(f"relufrob: W must be 2-D (K, N), got shape {list(W.shape)}")
+    K, N = X.shape[-1], W.shape[1]
+    torch._check_value(
+        W.shape[0] == K,
+        lambda: (
+            f"relufrob: W must have shape (K, N) with K = X.shape[-1] = {K}, "
+            f"got W shape {list(W.shape)}"
+        ),
+    )
+
+    def bad_y():
+        return (
+            f"relufrob: Y must have shape (*, N) with X's leading dimensions "
+            f"{list(X.shape[:-1])} and N = W.shape[1] = {N}, got Y shape {list(Y.shape)}"
+        )
+
+    if Y.dim() != X.dim():
+        raise ValueError(bad_y())
+    for y, x in zip(Y.shape[:-1], X.shape[:-1]):
+        torch._check_value(y == x, bad_y)
+    torch._check_value(Y.shape[-1] == N, bad_y)
+    for name, t in (("W", W), ("Y", Y)):
+        if t.dtype != X.dtype:
+            raise TypeError(
+                f"relufrob: {name} must have the same dtype as X ({X.dtype}), got {t.dtype}"
+            )
+    _check_devices(X, W, Y)
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"relufrob: reduction must be 'sum' or 'mean', got '{reduction}'")
+
+
+def explain_failure(X, W, Y, reduction) -> None:
+    """Raise a clear error for arguments the dispatcher refused before C++ saw them.
+
+    Only reached after the op has failed, so the common path pays nothing;
+    returns when the failure needs no explanation (C++ raised it already).
+    """
+    if not isinstance(reduction, str):
+        raise TypeError(f"relufrob: reduction must be 'sum' or 'mean', got {reduction!r}")
+    for name, t in (("X", X), ("W", W), ("Y", Y)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"relufrob: {name} must be a torch.Tensor, got {type(t).__name__}")
+    # Not check_args: torch.compile traces this function when the op fails
+    # inside a compiled region, and cannot trace torch._check_value.
+    for name, t in (("X", X), ("W", W), ("Y", Y)):
+        _check_layout(name, t)
+    _check_devices(X, W, Y)
+    if X.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+        "relufrob::grads", X.device.type.upper()
+    ):
+        raise NotImplementedError(
+            f"relufrob: X is on {X.device}, but this build of relufrob has no "
+            f"{X.device.type} kernels (see relufrob.build_info())"
+        )
