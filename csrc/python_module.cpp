@@ -48,9 +48,8 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     // Other Python threads may run while a real problem computes; for a tiny
     // one, releasing and retaking the GIL would cost more than the work. (The
     // size is taken in double: the inputs are not validated yet.)
-    const bool tiny = static_cast<double>(Y.numel()) *
-                          static_cast<double>(W.dim() > 0 ? W.size(0) : 0) <
-                      65536.0;
+    const bool tiny =
+        static_cast<double>(Y.numel()) * static_cast<double>(W.dim() > 0 ? W.size(0) : 0) < 65536.0;
     std::optional<py::gil_scoped_release> no_gil;
     if (!tiny) no_gil.emplace();
     out = relufrob::call_grads_op(X, W, Y, want, std::string_view(red, len));
@@ -70,7 +69,8 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   PyObject* new_args = PyTuple_Pack(1, items);
   Py_DECREF(items);
   if (!new_args) return nullptr;
-  PyObject* result = PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(grads_type), new_args, nullptr);
+  PyObject* result =
+      PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(grads_type), new_args, nullptr);
   Py_DECREF(new_args);
   return result;
   END_HANDLE_TH_ERRORS
@@ -86,24 +86,30 @@ PyMethodDef fast_methods[] = {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "relufrob kernels; the operators live in torch.ops.relufrob";
   if (PyModule_AddFunctions(m.ptr(), fast_methods) != 0) throw py::error_already_set();
-  m.def("_set_grads_type", [](py::object type) {
-    Py_XDECREF(grads_type);
-    grads_type = type.release().ptr();
-  }, "Registers relufrob.Grads, the type grads_fast returns.");
-  m.def("build_info", [] {
-    py::dict info;
+  m.def(
+      "_set_grads_type",
+      [](py::object type) {
+        Py_XDECREF(grads_type);
+        grads_type = type.release().ptr();
+      },
+      "Registers relufrob.Grads, the type grads_fast returns.");
+  m.def(
+      "build_info",
+      [] {
+        py::dict info;
 #ifdef RELUFROB_WITH_CUDA
-    info["cuda"] = true;
+        info["cuda"] = true;
 #else
-    info["cuda"] = false;
+        info["cuda"] = false;
 #endif
-    info["cuda_archs"] = std::string(RELUFROB_CUDA_ARCHS);
-    info["torch_version"] = std::string(RELUFROB_TORCH_VERSION);
+        info["cuda_archs"] = std::string(RELUFROB_CUDA_ARCHS);
+        info["torch_version"] = std::string(RELUFROB_TORCH_VERSION);
 #ifdef _OPENMP
-    info["openmp"] = true;
+        info["openmp"] = true;
 #else
-    info["openmp"] = false;
+        info["openmp"] = false;
 #endif
-    return info;
-  }, "How this copy of relufrob._C was compiled.");
+        return info;
+      },
+      "How this copy of relufrob._C was compiled.");
 }

@@ -10,8 +10,8 @@ namespace {
 
 // Below autograd, relufrob::loss is the loss-only path of relufrob::grads:
 // no gradient is requested, so no G, dY or GEMM beyond Z = XW is produced.
-at::Tensor loss_forward_only(const at::Tensor& X, const at::Tensor& W,
-                             const at::Tensor& Y, c10::string_view reduction) {
+at::Tensor loss_forward_only(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
+                             c10::string_view reduction) {
   return std::get<0>(call_grads_op(X, W, Y, {false, false, false}, reduction));
 }
 

@@ -19,11 +19,9 @@ std::string dtype_name(at::ScalarType dt) {
 void check_tensor_kind(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(t.defined(), kOp, ": ", name, " must be a tensor, got None");
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, kOp, ": ", name,
-                    " must be a dense (strided) tensor, got layout ",
-                    t.layout());
+                    " must be a dense (strided) tensor, got layout ", t.layout());
   const auto dt = t.scalar_type();
-  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf ||
-                       dt == at::kBFloat16,
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
                    kOp, ": ", name,
                    " must be a floating-point tensor (float16, bfloat16, "
                    "float32 or float64), got ",
@@ -52,15 +50,13 @@ int64_t leading_rows(const at::Tensor& X) {
 
 double reduction_scale(std::string_view reduction, int64_t numel) {
   if (reduction == "sum") return 1.0;
-  TORCH_CHECK_VALUE(reduction == "mean", kOp,
-                    ": reduction must be 'sum' or 'mean', got '",
+  TORCH_CHECK_VALUE(reduction == "mean", kOp, ": reduction must be 'sum' or 'mean', got '",
                     std::string(reduction), "'");
   return 1.0 / static_cast<double>(numel);
 }
 
-GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
-                          const at::Tensor& Y, GradRequest want,
-                          std::string_view reduction) {
+GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
+                          GradRequest want, std::string_view reduction) {
   check_tensor_kind(X, "X");
   check_tensor_kind(W, "W");
   check_tensor_kind(Y, "Y");
@@ -69,33 +65,25 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
                     ": X must have shape (*, K) with at least 1 dimension, got "
                     "shape ",
                     X.sizes());
-  TORCH_CHECK_VALUE(W.dim() == 2, kOp, ": W must be 2-D (K, N), got shape ",
-                    W.sizes());
+  TORCH_CHECK_VALUE(W.dim() == 2, kOp, ": W must be 2-D (K, N), got shape ", W.sizes());
   const int64_t K = X.size(-1);
-  TORCH_CHECK_VALUE(W.size(0) == K, kOp,
-                    ": W must have shape (K, N) with K = X.shape[-1] = ", K,
+  TORCH_CHECK_VALUE(W.size(0) == K, kOp, ": W must have shape (K, N) with K = X.shape[-1] = ", K,
                     ", got W shape ", W.sizes());
   const int64_t N = W.size(1);
   TORCH_CHECK_VALUE(
-      Y.dim() == X.dim() && Y.sizes().slice(0, Y.dim() - 1) ==
-                                X.sizes().slice(0, X.dim() - 1) &&
+      Y.dim() == X.dim() && Y.sizes().slice(0, Y.dim() - 1) == X.sizes().slice(0, X.dim() - 1) &&
           Y.size(-1) == N,
       kOp, ": Y must have shape (*, N) with X's leading dimensions ",
-      X.sizes().slice(0, X.dim() - 1), " and N = W.shape[1] = ", N,
-      ", got Y shape ", Y.sizes());
+      X.sizes().slice(0, X.dim() - 1), " and N = W.shape[1] = ", N, ", got Y shape ", Y.sizes());
 
-  TORCH_CHECK_TYPE(W.scalar_type() == X.scalar_type(), kOp,
-                   ": W must have the same dtype as X (", dtype_name(X.scalar_type()),
-                   "), got ", dtype_name(W.scalar_type()));
-  TORCH_CHECK_TYPE(Y.scalar_type() == X.scalar_type(), kOp,
-                   ": Y must have the same dtype as X (", dtype_name(X.scalar_type()),
-                   "), got ", dtype_name(Y.scalar_type()));
-  TORCH_CHECK_VALUE(W.device() == X.device(), kOp,
-                    ": W must be on the same device as X (", X.device(),
-                    "), got ", W.device());
-  TORCH_CHECK_VALUE(Y.device() == X.device(), kOp,
-                    ": Y must be on the same device as X (", X.device(),
-                    "), got ", Y.device());
+  TORCH_CHECK_TYPE(W.scalar_type() == X.scalar_type(), kOp, ": W must have the same dtype as X (",
+                   dtype_name(X.scalar_type()), "), got ", dtype_name(W.scalar_type()));
+  TORCH_CHECK_TYPE(Y.scalar_type() == X.scalar_type(), kOp, ": Y must have the same dtype as X (",
+                   dtype_name(X.scalar_type()), "), got ", dtype_name(Y.scalar_type()));
+  TORCH_CHECK_VALUE(W.device() == X.device(), kOp, ": W must be on the same device as X (",
+                    X.device(), "), got ", W.device());
+  TORCH_CHECK_VALUE(Y.device() == X.device(), kOp, ": Y must be on the same device as X (",
+                    X.device(), "), got ", Y.device());
 
   GradsPlan p;
   p.K = K;

@@ -54,8 +54,7 @@ double reduction_scale(std::string_view reduction, int64_t numel);
 
 // Validates the arguments (raising ValueError/TypeError that name X, W or Y)
 // and allocates the outputs on the inputs' device.
-GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W,
-                          const at::Tensor& Y, GradRequest want,
-                          std::string_view reduction);
+GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
+                          GradRequest want, std::string_view reduction);
 
 }  // namespace relufrob

@@ -80,7 +80,8 @@ struct BlockGemm {
     for (int64_t i0 = 0; i0 < rows; i0 += kTile)
       for (int64_t k0 = 0; k0 < K; k0 += kTile)
         for (int64_t k = k0; k < std::min(K, k0 + kTile); ++k)
-          for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i) xt[k * rows + i] = x[i * ldx + k];
+          for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i)
+            xt[k * rows + i] = x[i * ldx + k];
   }
 };
 

@@ -146,9 +146,9 @@ double blocked_grads(const GradsPlan& p) {
 
   c10::SmallVector<double, 8> chunk_loss(split.chunks, 0.0);
   for_each_chunk(split, [&](int64_t c) {
-    chunk_loss[c] = blocked_chunk<Isa, scalar_t>(p, gemm, two_scale, split.begin(c, M),
-                                                 split.end(c, M), rows_per_block,
-                                                 p.want.dW ? dw.of(c) : nullptr);
+    chunk_loss[c] =
+        blocked_chunk<Isa, scalar_t>(p, gemm, two_scale, split.begin(c, M), split.end(c, M),
+                                     rows_per_block, p.want.dW ? dw.of(c) : nullptr);
   });
 
   double loss = 0.0;

@@ -105,12 +105,14 @@ RELUFROB_ALWAYS_INLINE void gemm_rows(const T* a, int64_t a_row, int64_t a_depth
 
 // The last rows % kPanelRows rows, with a tile of exactly that height.
 template <typename Isa, bool kAccumulate, typename T, int R = Isa::kPanelRows - 1>
-RELUFROB_ALWAYS_INLINE void gemm_tail_rows(int64_t rows, const T* a, int64_t a_row,
-                                           int64_t a_depth, int64_t depth, const T* b,
-                                           int64_t ldb, int64_t cols, T* c, int64_t ldc) {
+RELUFROB_ALWAYS_INLINE void gemm_tail_rows(int64_t rows, const T* a, int64_t a_row, int64_t a_depth,
+                                           int64_t depth, const T* b, int64_t ldb, int64_t cols,
+                                           T* c, int64_t ldc) {
   if constexpr (R > 0) {
-    if (rows == R) return gemm_rows<Isa, R, kAccumulate>(a, a_row, a_depth, depth, b, ldb, cols, c, ldc);
-    gemm_tail_rows<Isa, kAccumulate, T, R - 1>(rows, a, a_row, a_depth, depth, b, ldb, cols, c, ldc);
+    if (rows == R)
+      return gemm_rows<Isa, R, kAccumulate>(a, a_row, a_depth, depth, b, ldb, cols, c, ldc);
+    gemm_tail_rows<Isa, kAccumulate, T, R - 1>(rows, a, a_row, a_depth, depth, b, ldb, cols, c,
+                                               ldc);
   }
 }
 
@@ -118,16 +120,16 @@ RELUFROB_ALWAYS_INLINE void gemm_tail_rows(int64_t rows, const T* a, int64_t a_r
 // tiles of kPanelRows rows.
 template <typename Isa, bool kAccumulate, typename T>
 RELUFROB_ALWAYS_INLINE void small_gemm(int64_t rows, const T* a, int64_t a_row, int64_t a_depth,
-                                       int64_t depth, const T* b, int64_t ldb, int64_t cols,
-                                       T* c, int64_t ldc) {
+                                       int64_t depth, const T* b, int64_t ldb, int64_t cols, T* c,
+                                       int64_t ldc) {
   constexpr int kRows = Isa::kPanelRows;
   int64_t i0 = 0;
   for (; i0 + kRows <= rows; i0 += kRows)
     gemm_rows<Isa, kRows, kAccumulate>(a + i0 * a_row, a_row, a_depth, depth, b, ldb, cols,
                                        c + i0 * ldc, ldc);
   if (i0 < rows)
-    gemm_tail_rows<Isa, kAccumulate>(rows - i0, a + i0 * a_row, a_row, a_depth, depth, b, ldb,
-                                     cols, c + i0 * ldc, ldc);
+    gemm_tail_rows<Isa, kAccumulate>(rows - i0, a + i0 * a_row, a_row, a_depth, depth, b, ldb, cols,
+                                     c + i0 * ldc, ldc);
 }
 
 // W in the math type, zero-padded to whole vectors: w (K x Np) for z = xW and
@@ -178,8 +180,7 @@ void pad_weights(const scalar_t* W, int64_t K, int64_t N, bool need_wt,
     pw.w = pw.w_storage.data();
   }
   if (need_wt) pw.wt.assign(N * pw.Kp, opmath_t(0));
-  run_with_isa<Isa>(
-      [&]() RELUFROB_INLINE_LAMBDA { fill_padded_weights(W, K, N, pw); });
+  run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA { fill_padded_weights(W, K, N, pw); });
 }
 
 // dW from the padded K x Np accumulator, cast to the output dtype.
@@ -195,8 +196,8 @@ void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np, scalar_t* d
 // still in cache, rather than once per tile of rows.
 template <typename Isa, typename scalar_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeights<opmath_t>& pw,
-                                           opmath_t two_scale, int64_t row_begin,
-                                           int64_t row_end, opmath_t* dw_partial) {
+                                           opmath_t two_scale, int64_t row_begin, int64_t row_end,
+                                           opmath_t* dw_partial) {
   constexpr int64_t kGroupRows = Isa::kPanelRows * Isa::kGroupPanels;
   const int64_t K = p.K, N = p.N, Kp = pw.Kp, Np = pw.Np;
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
@@ -258,7 +259,8 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
       }
     }
     // dW (K x Np) += xᵀ G over the group's tile rows: A(k, r) = x[r][k].
-    if (dw_partial) small_gemm<Isa, true>(K, xp, 1, ldx, tile_rows, z.data(), Np, Np, dw_partial, Np);
+    if (dw_partial)
+      small_gemm<Isa, true>(K, xp, 1, ldx, tile_rows, z.data(), Np, Np, dw_partial, Np);
   }
   return loss;
 }
@@ -296,8 +298,8 @@ double direct_grads(const GradsPlan& p) {
   for_each_chunk(split, [&](int64_t c) {
     opmath_t* dw_c = p.want.dW ? dw.of(c) : nullptr;
     chunk_loss[c] = run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-      return direct_chunk<Isa, scalar_t>(p, pw, two_scale, split.begin(c, p.M),
-                                         split.end(c, p.M), dw_c);
+      return direct_chunk<Isa, scalar_t>(p, pw, two_scale, split.begin(c, p.M), split.end(c, p.M),
+                                         dw_c);
     });
   });
 

@@ -45,9 +45,9 @@ static_assert(kPiece % kLanes == 0);
 // which vectorises reliably, then the squares summed into the double lanes.
 // (One loop doing both vectorised or not depending on the variant.)
 template <bool kWriteG, bool kWriteDY, typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(
-    opmath_t* __restrict zg, const scalar_t* __restrict y, int64_t n,
-    opmath_t two_scale, scalar_t* __restrict dy) {
+RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
+                                                 const scalar_t* __restrict y, int64_t n,
+                                                 opmath_t two_scale, scalar_t* __restrict dy) {
   Double4 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
   opmath_t sq[kPiece];
   int64_t m = 0;  // elements in the current piece
@@ -85,9 +85,8 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(
 // Chooses the specialisation once per row rather than branching per element.
 // Returns the row's sum of R² (unscaled); dy may be null.
 template <typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE double epilogue_row(opmath_t* zg, const scalar_t* y,
-                                           int64_t n, opmath_t two_scale,
-                                           bool write_g, scalar_t* dy) {
+RELUFROB_ALWAYS_INLINE double epilogue_row(opmath_t* zg, const scalar_t* y, int64_t n,
+                                           opmath_t two_scale, bool write_g, scalar_t* dy) {
   if (write_g && dy) return epilogue_row_fixed<true, true>(zg, y, n, two_scale, dy);
   if (write_g) return epilogue_row_fixed<true, false>(zg, y, n, two_scale, dy);
   if (dy) return epilogue_row_fixed<false, true>(zg, y, n, two_scale, dy);
@@ -98,13 +97,12 @@ RELUFROB_ALWAYS_INLINE double epilogue_row(opmath_t* zg, const scalar_t* y,
 // goes to row_loss[i], so the caller can sum them in a fixed order whatever
 // the thread count. Compiled for the ISA of the run_with_isa that calls it.
 template <typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE void epilogue_rows(int64_t begin, int64_t end, int64_t n,
-                                       opmath_t* zg, const scalar_t* y,
-                                       opmath_t two_scale, bool write_g,
-                                       scalar_t* dy, double* row_loss) {
+RELUFROB_ALWAYS_INLINE void epilogue_rows(int64_t begin, int64_t end, int64_t n, opmath_t* zg,
+                                          const scalar_t* y, opmath_t two_scale, bool write_g,
+                                          scalar_t* dy, double* row_loss) {
   for (int64_t i = begin; i < end; ++i) {
-    row_loss[i] = epilogue_row(zg + i * n, y + i * n, n, two_scale, write_g,
-                               dy ? dy + i * n : nullptr);
+    row_loss[i] =
+        epilogue_row(zg + i * n, y + i * n, n, two_scale, write_g, dy ? dy + i * n : nullptr);
   }
 }
 

@@ -19,13 +19,11 @@ constexpr int64_t kDirectMaxMacs = int64_t(1) << 22;
 constexpr int64_t kDirectMaxDim = 256;
 
 bool use_direct(const GradsPlan& p) {
-  return p.M * p.K * p.N <= kDirectMaxMacs && p.K <= kDirectMaxDim &&
-         p.N <= kDirectMaxDim;
+  return p.M * p.K * p.N <= kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
 }
 
-GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W,
-                      const at::Tensor& Y, bool need_dW, bool need_dX,
-                      bool need_dY, c10::string_view reduction) {
+GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y, bool need_dW,
+                      bool need_dX, bool need_dY, c10::string_view reduction) {
   GradsPlan p = make_grads_plan(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
   if (p.Y.numel() == 0) {
     // No residuals: the loss is 0 (NaN for the mean over nothing) and the GEMM
@@ -50,6 +48,4 @@ GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W,
 }  // namespace
 }  // namespace relufrob::cpu
 
-TORCH_LIBRARY_IMPL(relufrob, CPU, m) {
-  m.impl("grads", &relufrob::cpu::grads_cpu);
-}
+TORCH_LIBRARY_IMPL(relufrob, CPU, m) { m.impl("grads", &relufrob::cpu::grads_cpu); }

@@ -54,8 +54,7 @@ void for_each_chunk(const RowSplit& split, const F& fn) {
 template <typename T>
 class DwPartials {
  public:
-  DwPartials(int64_t chunks, int64_t size, T* first)
-      : size_(size), chunks_(chunks), first_(first) {
+  DwPartials(int64_t chunks, int64_t size, T* first) : size_(size), chunks_(chunks), first_(first) {
     const int64_t owned = first ? chunks - 1 : chunks;
     owned_.assign(owned * size, T(0));
     if (first_) {

@@ -24,8 +24,8 @@ constexpr int64_t kTileCols = 64;
 // full depth k, so the result does not depend on the thread count. Tiles are
 // spread over the threads, or run in order inside an enclosing parallel
 // region (at::parallel_for then runs inline).
-inline void tiled_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                       const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
+inline void tiled_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                       int64_t ldb, float* c, int64_t ldc, bool accumulate) {
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate)

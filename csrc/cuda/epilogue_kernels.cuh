@@ -24,7 +24,8 @@ constexpr int kMaxEpilogueBlocks = 1024;
 
 inline int epilogue_num_blocks(int64_t numel) {
   const int64_t wanted = (numel + kEpilogueThreads - 1) / kEpilogueThreads;
-  return static_cast<int>(wanted < 1 ? 1 : (wanted > kMaxEpilogueBlocks ? kMaxEpilogueBlocks : wanted));
+  return static_cast<int>(wanted < 1 ? 1
+                                     : (wanted > kMaxEpilogueBlocks ? kMaxEpilogueBlocks : wanted));
 }
 
 // Tree reduction of one value per thread in shared memory; the result is
@@ -46,15 +47,14 @@ __device__ acc_t block_sum(acc_t value, acc_t* shared) {
 //   partials[blockIdx.x] receives the block's sum of R² (unscaled).
 template <typename T, typename acc_t>
 __global__ void __launch_bounds__(kEpilogueThreads)
-epilogue_kernel(const T* z, const T* __restrict__ y, int64_t numel,
-                acc_t two_scale, T* g, T* dy, acc_t* __restrict__ partials) {
+    epilogue_kernel(const T* z, const T* __restrict__ y, int64_t numel, acc_t two_scale, T* g,
+                    T* dy, acc_t* __restrict__ partials) {
   __shared__ acc_t shared[kEpilogueThreads];
   acc_t sum = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       i < numel; i += stride) {
-    const auto e = epilogue<acc_t>(static_cast<acc_t>(z[i]),
-                                   static_cast<acc_t>(y[i]), two_scale);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < numel;
+       i += stride) {
+    const auto e = epilogue<acc_t>(static_cast<acc_t>(z[i]), static_cast<acc_t>(y[i]), two_scale);
     sum += e.sq;
     if (g) g[i] = static_cast<T>(e.g);
     if (dy) dy[i] = static_cast<T>(e.dy);
@@ -67,8 +67,8 @@ epilogue_kernel(const T* z, const T* __restrict__ y, int64_t numel,
 // reduction scale and writes the loss in the output dtype.
 template <typename T, typename acc_t>
 __global__ void __launch_bounds__(kEpilogueThreads)
-finalize_loss_kernel(const acc_t* __restrict__ partials, int num_partials,
-                     acc_t scale, T* __restrict__ loss) {
+    finalize_loss_kernel(const acc_t* __restrict__ partials, int num_partials, acc_t scale,
+                         T* __restrict__ loss) {
   __shared__ acc_t shared[kEpilogueThreads];
   acc_t sum = 0;
   for (int i = threadIdx.x; i < num_partials; i += blockDim.x) sum += partials[i];
@@ -77,20 +77,19 @@ finalize_loss_kernel(const acc_t* __restrict__ partials, int num_partials,
 }
 
 template <typename T, typename acc_t>
-void launch_epilogue(const T* z, const T* y, int64_t numel, acc_t two_scale,
-                     T* g, T* dy, acc_t* partials, int num_blocks,
-                     cudaStream_t stream) {
-  epilogue_kernel<T, acc_t><<<num_blocks, kEpilogueThreads, 0, stream>>>(
-      z, y, numel, two_scale, g, dy, partials);
+void launch_epilogue(const T* z, const T* y, int64_t numel, acc_t two_scale, T* g, T* dy,
+                     acc_t* partials, int num_blocks, cudaStream_t stream) {
+  epilogue_kernel<T, acc_t>
+      <<<num_blocks, kEpilogueThreads, 0, stream>>>(z, y, numel, two_scale, g, dy, partials);
 }
 
 // With num_partials == 0 (an empty M*N) this still writes 0 * scale, which is
 // NaN for the mean over nothing, like torch's mean.
 template <typename T, typename acc_t>
-void launch_finalize_loss(const acc_t* partials, int num_partials, acc_t scale,
-                          T* loss, cudaStream_t stream) {
-  finalize_loss_kernel<T, acc_t><<<1, kEpilogueThreads, 0, stream>>>(
-      partials, num_partials, scale, loss);
+void launch_finalize_loss(const acc_t* partials, int num_partials, acc_t scale, T* loss,
+                          cudaStream_t stream) {
+  finalize_loss_kernel<T, acc_t>
+      <<<1, kEpilogueThreads, 0, stream>>>(partials, num_partials, scale, loss);
 }
 
 }  // namespace relufrob::cuda

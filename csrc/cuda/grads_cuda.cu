@@ -34,15 +34,13 @@ void run_grads(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
   scalar_t* dy = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
   if (numel > 0) {
     launch_epilogue<scalar_t, acc_t>(z, p.Y.const_data_ptr<scalar_t>(), numel,
-                                     static_cast<acc_t>(2.0 * p.scale),
-                                     need_g ? z : nullptr, dy,
+                                     static_cast<acc_t>(2.0 * p.scale), need_g ? z : nullptr, dy,
                                      partials.data_ptr<acc_t>(), num_blocks, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  launch_finalize_loss<scalar_t, acc_t>(partials.data_ptr<acc_t>(),
-                                        numel > 0 ? num_blocks : 0,
-                                        static_cast<acc_t>(p.scale),
-                                        p.loss.data_ptr<scalar_t>(), stream);
+  launch_finalize_loss<scalar_t, acc_t>(partials.data_ptr<acc_t>(), numel > 0 ? num_blocks : 0,
+                                        static_cast<acc_t>(p.scale), p.loss.data_ptr<scalar_t>(),
+                                        stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   if (!need_g) return;
@@ -61,18 +59,16 @@ void run_grads(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
   }
 }
 
-GradsResult grads_cuda(const at::Tensor& X, const at::Tensor& W,
-                       const at::Tensor& Y, bool need_dW, bool need_dX,
-                       bool need_dY, c10::string_view reduction) {
+GradsResult grads_cuda(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y, bool need_dW,
+                       bool need_dX, bool need_dY, c10::string_view reduction) {
   // Validate first: with mixed devices the dispatcher may route a CPU X here.
   GradsPlan p = make_grads_plan(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
   const c10::cuda::CUDAGuard guard(p.X.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   // G needs its own M x N buffer; without G, Z can be turned into dY in place.
-  const at::Tensor buffer = (p.want.dY && !p.want.any_gemm_grad())
-                                ? p.dY2
-                                : at::empty({p.M, p.N}, p.X.options());
+  const at::Tensor buffer =
+      (p.want.dY && !p.want.any_gemm_grad()) ? p.dY2 : at::empty({p.M, p.N}, p.X.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.X.scalar_type(),
                                   "relufrob_grads_cuda",
                                   [&] { run_grads<scalar_t>(p, buffer, stream); });
@@ -82,6 +78,4 @@ GradsResult grads_cuda(const at::Tensor& X, const at::Tensor& W,
 }  // namespace
 }  // namespace relufrob::cuda
 
-TORCH_LIBRARY_IMPL(relufrob, CUDA, m) {
-  m.impl("grads", &relufrob::cuda::grads_cuda);
-}
+TORCH_LIBRARY_IMPL(relufrob, CUDA, m) { m.impl("grads", &relufrob::cuda::grads_cuda); }

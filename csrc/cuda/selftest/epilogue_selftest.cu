@@ -17,13 +17,13 @@ bool same(double a, double b, double tol) {
   return std::fabs(a - b) <= tol * (1.0 + std::fabs(b));
 }
 
-#define CHECK_CUDA(expr)                                                   \
-  do {                                                                     \
-    cudaError_t err_ = (expr);                                             \
-    if (err_ != cudaSuccess) {                                             \
-      std::printf("FAIL: %s: %s\n", #expr, cudaGetErrorString(err_));      \
-      return 1;                                                            \
-    }                                                                      \
+#define CHECK_CUDA(expr)                                              \
+  do {                                                                \
+    cudaError_t err_ = (expr);                                        \
+    if (err_ != cudaSuccess) {                                        \
+      std::printf("FAIL: %s: %s\n", #expr, cudaGetErrorString(err_)); \
+      return 1;                                                       \
+    }                                                                 \
   } while (0)
 
 template <typename T>
@@ -48,7 +48,8 @@ int check(int64_t numel) {
   CHECK_CUDA(cudaMalloc(&d_partials, blocks * sizeof(T)));
   CHECK_CUDA(cudaMemcpy(d_z, z.data(), numel * sizeof(T), cudaMemcpyHostToDevice));
   CHECK_CUDA(cudaMemcpy(d_y, y.data(), numel * sizeof(T), cudaMemcpyHostToDevice));
-  relufrob::cuda::launch_epilogue<T, T>(d_z, d_y, numel, two_scale, d_g, d_dy, d_partials, blocks, 0);
+  relufrob::cuda::launch_epilogue<T, T>(d_z, d_y, numel, two_scale, d_g, d_dy, d_partials, blocks,
+                                        0);
   CHECK_CUDA(cudaGetLastError());
   relufrob::cuda::launch_finalize_loss<T, T>(d_partials, blocks, T(1), d_loss, 0);
   CHECK_CUDA(cudaGetLastError());
@@ -58,7 +59,12 @@ int check(int64_t numel) {
   CHECK_CUDA(cudaMemcpy(g.data(), d_g, numel * sizeof(T), cudaMemcpyDeviceToHost));
   CHECK_CUDA(cudaMemcpy(dy.data(), d_dy, numel * sizeof(T), cudaMemcpyDeviceToHost));
   CHECK_CUDA(cudaMemcpy(&loss, d_loss, sizeof(T), cudaMemcpyDeviceToHost));
-  cudaFree(d_z); cudaFree(d_y); cudaFree(d_g); cudaFree(d_dy); cudaFree(d_loss); cudaFree(d_partials);
+  cudaFree(d_z);
+  cudaFree(d_y);
+  cudaFree(d_g);
+  cudaFree(d_dy);
+  cudaFree(d_loss);
+  cudaFree(d_partials);
 
   double expected_loss = 0;
   const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12;
@@ -66,8 +72,8 @@ int check(int64_t numel) {
     const auto e = relufrob::epilogue<T>(z[i], y[i], two_scale);
     expected_loss += e.sq;
     if (!same(g[i], e.g, 0) || !same(dy[i], e.dy, 0)) {
-      std::printf("FAIL: element %lld: g %g vs %g, dy %g vs %g\n", (long long)i,
-                  (double)g[i], (double)e.g, (double)dy[i], (double)e.dy);
+      std::printf("FAIL: element %lld: g %g vs %g, dy %g vs %g\n", (long long)i, (double)g[i],
+                  (double)e.g, (double)dy[i], (double)e.dy);
       return 1;
     }
   }
