@@ -5,10 +5,17 @@
   autograd         relufrob.reference.autograd_grads, torch.autograd
   eager formulas   relufrob.reference.formula_grads, closed form, eager
   torch.compile    torch.compile(formula_grads, dynamic=False), per size
-  floor: 3 GEMMs   X@W, Xᵀ@G, G@Wᵀ with a preallocated M×N G: the cost of
-                   the three matrix products every implementation needs
+  floor: 3 torch.mm          X@W, Xᵀ@G, G@Wᵀ into preallocated outputs, with
+                             a preallocated M×N G
+  floor: 3 brgemm tiles      the same three products on oneDNN's brgemm
+                             micro-kernels in 64×64 tiles, as relufrob's
+                             large-problem path runs them (CPU float32 only)
 
-To add one: a label in IMPLS and a branch in make_impl.
+The floor is the faster of the two: the cost of the three matrix products
+every implementation needs, on whichever GEMM this machine runs fastest.
+
+To add one: a label in IMPLS and a branch in make_impl (and in applies, if
+it runs only on some devices or dtypes).
 """
 
 import math
@@ -25,10 +32,13 @@ IMPLS: dict[str, str] = {  # key (command line, JSON) -> label (table, plot)
     "autograd": "autograd",
     "formulas": "eager formulas",
     "compiled": "torch.compile",
-    "floor": "floor: 3 GEMMs",
+    "floor_mm": "floor: 3 torch.mm",
+    "floor_brgemm": "floor: 3 brgemm tiles",
 }
 BASELINE = "autograd"  # the "vs autograd" column, and the agreement check
-FLOOR = "floor"  # the "vs floor" column; not checked (it computes no gradients)
+# The "vs floor" column divides by the faster of these; they compute no
+# gradients, so they are not checked against autograd.
+FLOORS = ("floor_mm", "floor_brgemm")
 
 # Largest max|got - want| / max|want| accepted by the agreement check: a
 # sanity bound against wrong answers, looser than the test suite's parity rule.
@@ -45,6 +55,24 @@ def new_compiled_formulas():
     return torch.compile(reference.formula_grads, dynamic=False)
 
 
+def applies(key: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether implementation `key` runs on this device and dtype."""
+    if key == "floor_brgemm":
+        return device.type == "cpu" and dtype == torch.float32
+    return True
+
+
+def floor_operands(X, W, Y):
+    """What the floors multiply, made before timing: X, W and a stand-in G
+    (the M×N gradient of Z; its values do not change a GEMM's time), their
+    transposes as contiguous copies (brgemm reads row-major operands only),
+    and preallocated outputs for the three products."""
+    G = Y.clone()
+    Xt, Wt = X.t().contiguous(), W.t().contiguous()
+    outs = (X.new_empty(Y.shape), W.new_empty(W.shape), X.new_empty(X.shape))
+    return G, Xt, Wt, outs
+
+
 def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
     """A zero-argument callable running implementation `key` on these inputs."""
     if key == "relufrob":
@@ -58,11 +86,25 @@ def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
     if key == "compiled":
         compiled = new_compiled_formulas()
         return lambda: compiled(X, W, Y)
-    if key == "floor":
-        # G stands for the M×N gradient of Z; its values do not change a GEMM's time.
-        G = Y.clone()
-        Wt, Xt = W.t(), X.t()
-        return lambda: (torch.mm(X, W), torch.mm(Xt, G), torch.mm(G, Wt))
+    if key == "floor_mm":
+        G, _, _, (Z, dW, dX) = floor_operands(X, W, Y)
+        Xt, Wt = X.t(), W.t()  # BLAS reads transposed views directly
+        return lambda: (
+            torch.mm(X, W, out=Z),
+            torch.mm(Xt, G, out=dW),
+            torch.mm(G, Wt, out=dX),
+        )
+    if key == "floor_brgemm":
+        G, Xt, Wt, (Z, dW, dX) = floor_operands(X, W, Y)
+        mm = relufrob._C._brgemm_mm
+
+        def three_brgemm():
+            mm(X, W, Z)
+            mm(Xt, G, dW)
+            mm(G, Wt, dX)
+            return Z, dW, dX
+
+        return three_brgemm
     raise ValueError(f"unknown implementation {key!r}; choose from {', '.join(IMPLS)}")
 
 
@@ -81,7 +123,7 @@ def max_relative_error(got, want) -> float:
 
 def check_against(key: str, result, want, dtype) -> str:
     """'ok', 'skipped' or 'MISMATCH: ...': a benchmark of wrong answers is worthless."""
-    if key == FLOOR or want is None:
+    if key in FLOORS or want is None:
         return "skipped"
     err = max_relative_error(result, want)
     if err <= TOLERANCE.get(dtype, 1e-3) and math.isfinite(err):

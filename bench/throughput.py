@@ -4,7 +4,7 @@
 f = ||relu(X W) - Y||_F^2 with its gradients dW, dX, dY, computed by each
 implementation of bench/impls.py: relufrob (all gradients, and dW only),
 autograd, the eager closed-form formulas, torch.compile of those, and the
-floor of three bare GEMMs.
+floors of three bare GEMMs (torch.mm, and brgemm tiles on CPU float32).
 
 Usage:
   python bench/throughput.py                          # default sizes, CPU, float32
@@ -12,6 +12,7 @@ Usage:
   python bench/throughput.py --device cuda --dtype bfloat16
   python bench/throughput.py --threads 1 --json out.json --plot out.png
   python bench/throughput.py --quick                  # tiny smoke run
+  python bench/throughput.py --busy 1                 # also time under a competing load
   make bench BENCH_ARGS="--sizes 4096x512x512"
 
 Method. For each size the inputs are built once (fixed seed, randn), every
@@ -25,17 +26,27 @@ the table shows the median sample. The number of rounds adapts to the size
 Each implementation's results are checked against autograd's before timing;
 a mismatch is reported on stderr and in the JSON.
 
+The header names the CPU capability torch runs at (torch.backends.cpu.
+get_cpu_capability(), which ATEN_CPU_CAPABILITY forces) and the kernels and
+GEMM backend relufrob chose for it.
+
 Columns: median time per call; speedup over autograd (autograd time / this
-time); ratio to the floor (this time / floor time); GFLOP/s counting the
-three GEMMs, 6·M·K·N flops, for every implementation; and the peak memory
-beyond inputs and outputs. Memory is measured after timing, in a fresh
-process per implementation and size (bench/memory.py): first a call at the
-real size (it includes buffers BLAS allocates once and keeps; in the JSON),
-then a second, steady-state call, which the table shows. The outputs are
-subtracted, and the figure is also shown as a percentage of the outputs'
-size. By default only sizes with M·K·N >= 1024·256·256 are probed (smaller
-ones are noise, shown as "-"); "n/a" means the probe failed or timed out
-(the reason goes to stderr and the JSON).
+time); ratio to the floor (this time / the faster floor's time); GFLOP/s
+counting the three GEMMs, 6·M·K·N flops, for every implementation; that rate
+as a share of the machine's GEMM peak (bench/peak.py: the best rate of one
+large GEMM); and the peak memory beyond inputs and outputs. Memory is
+measured after timing, in a fresh process per implementation and size
+(bench/memory.py): first a call at the real size (it includes buffers BLAS
+allocates once and keeps; in the JSON), then a second, steady-state call,
+which the table shows. The outputs are subtracted, and the figure is also
+shown as a percentage of the outputs' size. By default only sizes with M·K·N
+>= 1024·256·256 are probed (smaller ones are noise, shown as "-"); "n/a"
+means the probe failed or timed out (the reason goes to stderr and the
+JSON).
+
+With --busy N, each size is timed twice: on the quiet machine, then again
+while N processes spin on the CPU (bench/timing.py), with the same batches
+and rounds; the extra column is the ratio of the two medians.
 
 Progress goes to stderr, the tables (markdown) to stdout.
 """
@@ -59,9 +70,17 @@ import torch
 
 import relufrob
 from bench import memory, timing
-from bench.impls import BASELINE, IMPLS, check_against, make_impl
+from bench.impls import BASELINE, IMPLS, applies, check_against, make_impl
+from bench.peak import measure_gemm_peak
 from bench.plot import write_plot
-from bench.report import add_derived_figures, header_line, log, render_report, write_json
+from bench.report import (
+    add_derived_figures,
+    header_line,
+    log,
+    peak_line,
+    render_report,
+    write_json,
+)
 from bench.sizes import DEFAULT_SIZES, QUICK_SIZES, Size, gemm_flops, parse_size, size_str
 from relufrob.reference import make_inputs
 from relufrob.validation import FLOAT_DTYPES
@@ -122,7 +141,7 @@ def prepare_impls(keys, X, W, Y, sync, dtype) -> tuple[dict, dict]:
     )
 
 
-def bench_size(size: Size, keys, args, device, dtype) -> dict:
+def bench_size(size: Size, keys, args, device, dtype, peak_gflops=None) -> dict:
     """Time all implementations on one size; returns the size's JSON record."""
     log(f"[{size_str(size)}] building inputs")
     torch.manual_seed(SEED)
@@ -151,13 +170,19 @@ def bench_size(size: Size, keys, args, device, dtype) -> dict:
     for key in fns:
         info[key].update(timing.summarize_samples(samples[key]))
         info[key].update({"batch": batches[key], "repeat": repeat})
+    if args.busy:
+        log(f"  timing again with {args.busy} spinning process(es)")
+        with timing.busy_processes(args.busy):
+            busy_samples = timing.run_rounds(fns, batches, repeat, sync)
+        for key in fns:
+            info[key]["busy"] = timing.summarize_samples(busy_samples[key])
     noisy = [f"{IMPLS[k]} q3/q1 {f['spread']:.2f}" for k, f in info.items() if timing.is_noisy(f)]
     if noisy:
         log(
             f"  ! noisy timings at {size_str(size)} ({', '.join(noisy)}): is the machine "
             f"busy? Medians are robust to some of it; --threads 1 or more --repeat help"
         )
-    add_derived_figures(record)
+    add_derived_figures(record, peak_gflops)
     del fns, X, W, Y
     gc.collect()
     return record
@@ -210,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=memory.PROBE_TIMEOUT_S,
         help="seconds before a memory probe is given up as n/a",
     )
+    p.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time every size while N processes spin on the CPU, and report the "
+        "slowdown (default: 0, quiet only)",
+    )
     p.add_argument("--json", metavar="PATH", help="write every figure to PATH")
     p.add_argument("--plot", metavar="PATH", help="write a PNG of time and memory vs size")
     p.add_argument("--quick", action="store_true", help="tiny sizes and few rounds: a smoke run")
@@ -230,6 +263,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--repeat must be at least 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.busy < 0:
+        parser.error("--busy must be at least 0")
     if args.sizes is None:
         args.sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     if args.quick and args.repeat is None:
@@ -241,7 +276,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.torch_device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     args.torch_dtype = FLOAT_DTYPES[args.dtype]
-    args.impls = list(dict.fromkeys(args.impls))  # drop repeats, keep the order
+    # Drop repeats (keeping the order) and what cannot run on this device and dtype.
+    args.impls = [
+        k for k in dict.fromkeys(args.impls) if applies(k, args.torch_device, args.torch_dtype)
+    ]
     return args
 
 
@@ -253,6 +291,8 @@ def collect_meta(args) -> dict:
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "relufrob_cpu_kernels": relufrob.cpu_kernels(),
         "device": str(device),
         "device_name": device_name(device),
         "dtype": args.dtype,
@@ -261,6 +301,7 @@ def collect_meta(args) -> dict:
         "repeat": args.repeat or "adaptive",
         "memory": args.memory,
         "quick": args.quick,
+        "busy": args.busy,
         "argv": sys.argv[1:],
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -281,8 +322,11 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     meta = collect_meta(args)
     log(header_line(meta))
+    meta["gemm_peak"] = measure_gemm_peak(args.torch_device, args.torch_dtype, args.quick)
+    log(peak_line(meta))
+    peak = meta["gemm_peak"]["gflops"]
     records = [
-        bench_size(size, args.impls, args, args.torch_device, args.torch_dtype)
+        bench_size(size, args.impls, args, args.torch_device, args.torch_dtype, peak)
         for size in args.sizes
     ]
     memory.measure_memory(records, args.sizes, args)

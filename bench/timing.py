@@ -6,11 +6,14 @@ interleaved, round after round, so that drift of the machine hits all of
 them alike.
 """
 
+import contextlib
 import gc
 import math
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Callable
 
 import torch
@@ -118,3 +121,34 @@ def is_noisy(figures: dict) -> bool:
     """Whether one implementation's samples scatter widely (a busy machine)."""
     spread = figures.get("spread")
     return len(figures.get("samples_s", ())) >= 8 and bool(spread) and spread > NOISY_SPREAD
+
+
+# A competing load for --busy: a process that spins on one core. It stops by
+# itself after SPIN_LIMIT_S, or as soon as its parent is gone, so that no
+# spinner can outlive the benchmark even if the benchmark is killed.
+SPIN_LIMIT_S = 3600
+SPIN_START_S = 0.3  # time for the spinners to start before timing resumes
+_SPIN_CODE = (
+    "import os, time\n"
+    "parent, end = os.getppid(), time.monotonic() + {limit}\n"
+    "while os.getppid() == parent and time.monotonic() < end:\n"
+    "    pass\n"
+)
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes spinning on the CPU for the duration of the block."""
+    code = _SPIN_CODE.format(limit=SPIN_LIMIT_S)
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    try:
+        time.sleep(SPIN_START_S if procs else 0)
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

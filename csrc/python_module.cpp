@@ -1,10 +1,13 @@
 // The Python extension module relufrob._C. Importing it runs the static
-// TORCH_LIBRARY registrations. Besides build facts, it offers grads_fast, a
+// TORCH_LIBRARY registrations. Besides build facts and which CPU kernels
+// run, it offers grads_fast, a
 // METH_FASTCALL binding of relufrob::grads: the op still goes through the
 // dispatcher, but skips torch.ops' (and pybind11's) generic argument handling,
 // which costs several times more than the whole 10x4x4 computation.
 #include "build_config.h"
 #include "common/grads_op.h"
+#include "cpu/cpu_isa.h"
+#include "cpu/tiled_gemm.h"
 
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -112,4 +115,34 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         return info;
       },
       "How this copy of relufrob._C was compiled.");
+  m.def(
+      "cpu_kernels",
+      [] {
+        namespace cpu = relufrob::cpu;
+        py::dict info;
+        info["isa"] = cpu::isa_name(cpu::active_isa());
+        info["gemm"] = cpu::gemm_backend_name(cpu::gemm_backend());
+        return info;
+      },
+      "The CPU kernels this process runs: their ISA and the large-problem GEMM backend.");
+  // The benchmark's brgemm floor: the machine's brgemm GEMMs, tiled exactly
+  // as relufrob's large-problem path tiles them.
+  m.def(
+      "_brgemm_mm",
+      [](const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+        for (const at::Tensor* t : std::initializer_list<const at::Tensor*>{&a, &b, &out}) {
+          TORCH_CHECK_VALUE(t->device().is_cpu() && t->scalar_type() == at::kFloat &&
+                                t->dim() == 2 && t->is_contiguous(),
+                            "_brgemm_mm: a, b and out must be contiguous 2-D float32 CPU tensors");
+        }
+        TORCH_CHECK_VALUE(a.size(1) == b.size(0) && out.size(0) == a.size(0) &&
+                              out.size(1) == b.size(1),
+                          "_brgemm_mm: shapes do not chain: ", a.sizes(), " @ ", b.sizes(),
+                          " -> ", out.sizes());
+        const py::gil_scoped_release no_gil;
+        relufrob::cpu::tiled_gemm(a.size(0), b.size(1), a.size(1), a.const_data_ptr<float>(),
+                                  a.size(1), b.const_data_ptr<float>(), b.size(1),
+                                  out.data_ptr<float>(), out.size(1), /*accumulate=*/false);
+      },
+      "out = a @ b on brgemm tiles (contiguous float32 CPU): the benchmark's brgemm floor.");
 }

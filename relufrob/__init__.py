@@ -13,6 +13,14 @@ from . import (
     reference,
 )
 from ._version import __version__
-from .ops import Grads, build_info, grads, loss
+from .ops import Grads, build_info, cpu_kernels, grads, loss
 
-__all__ = ["Grads", "grads", "loss", "reference", "build_info", "__version__"]
+__all__ = [
+    "Grads",
+    "grads",
+    "loss",
+    "reference",
+    "build_info",
+    "cpu_kernels",
+    "__version__",
+]

@@ -18,7 +18,7 @@ import torch
 
 from ._version import __version__
 from .exercise import format_report, report_json, run_check
-from .ops import build_info
+from .ops import build_info, cpu_kernels
 from .validation import FLOAT_DTYPES
 
 PROG = "python -m relufrob"
@@ -49,6 +49,8 @@ def gather_info() -> dict:
             if cuda_available
             else []
         ),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernels": cpu_kernels(),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
@@ -61,6 +63,7 @@ def format_info(info: dict) -> str:
     devices = ", ".join(info["cuda_devices"]) if info["cuda_devices"] else "none"
     available = "yes" if info["cuda_available"] else "no"
     torch_cuda = info["torch_cuda_version"] or "none"
+    kernels = info["cpu_kernels"]
     return "\n".join(
         [
             f"relufrob version:       {info['relufrob_version']}",
@@ -70,6 +73,8 @@ def format_info(info: dict) -> str:
             f"CUDA available:         {available} (devices: {devices})",
             f"OpenMP:                 {'yes' if info['openmp'] else 'no'}",
             f"CPU threads (torch):    {info['cpu_threads']} of {info['cpu_count']} CPUs",
+            f"CPU kernels:            {kernels['isa']} (torch capability "
+            f"{info['cpu_capability']}), {kernels['gemm']} GEMMs",
             f"python:                 {info['python_version']} on {info['platform']}",
         ]
     )

@@ -1,4 +1,5 @@
-"""The public API: relufrob.grads, relufrob.loss, the Grads they return, build_info.
+"""The public API: relufrob.grads, relufrob.loss, the Grads they return, build_info
+and cpu_kernels.
 
 Validation and allocation happen in C++; these wrappers only translate the
 keyword interface into the op's flags and turn the placeholders of gradients
@@ -13,10 +14,11 @@ from torch import Tensor
 
 from ._C import _set_grads_type
 from ._C import build_info as _build_info
+from ._C import cpu_kernels as _cpu_kernels
 from ._C import grads_fast as _grads_fast
 from .validation import explain_failure
 
-__all__ = ["Grads", "grads", "loss", "build_info"]
+__all__ = ["Grads", "grads", "loss", "build_info", "cpu_kernels"]
 
 
 class Grads(NamedTuple):
@@ -115,3 +117,14 @@ def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
 def build_info() -> dict:
     """How the compiled kernels were built: CUDA or not, archs, torch, OpenMP."""
     return dict(_build_info())
+
+
+def cpu_kernels() -> dict:
+    """The CPU kernels this process runs: {'isa', 'gemm'}.
+
+    'isa' ('default', 'avx2' or 'avx512') follows torch's CPU capability, so
+    ATEN_CPU_CAPABILITY forces it; 'gemm' ('blas' or 'brgemm') is the
+    large-problem GEMM backend, brgemm on AVX-512 and BLAS elsewhere unless
+    RELUFROB_CPU_GEMM=blas|brgemm says otherwise. Fixed for the process.
+    """
+    return dict(_cpu_kernels())

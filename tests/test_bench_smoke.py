@@ -10,8 +10,9 @@ import json
 import math
 
 import pytest
+import torch
 
-from bench.impls import IMPLS
+from bench.impls import FLOORS, IMPLS, applies
 from bench.sizes import QUICK_SIZES, size_str
 
 from helpers import REPO, run_python
@@ -38,7 +39,8 @@ def test_json_has_every_implementation_and_size(quick):
     results = {r["size"]: r for r in data["results"]}
     assert set(results) == {size_str(s) for s in QUICK_SIZES}
     for size, record in results.items():
-        assert set(record["impls"]) == set(IMPLS), size
+        cpu_float32 = (torch.device("cpu"), torch.float32)
+        assert set(record["impls"]) == {k for k in IMPLS if applies(k, *cpu_float32)}, size
         for key, fig in record["impls"].items():
             median = fig.get("median_s")
             assert isinstance(median, float) and math.isfinite(median) and median > 0, (
@@ -56,11 +58,20 @@ def test_json_derived_figures_and_metadata(quick):
     meta = data["meta"]
     for field in ("torch", "threads", "cpu_model", "device", "device_name", "dtype"):
         assert meta.get(field), field
+    assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(meta["relufrob_cpu_kernels"]) == {"isa", "gemm"}
+    assert meta["gemm_peak"]["gflops"] > 0
     assert meta["dtype"] == "float32" and meta["device"] == "cpu"
     for record in data["results"]:
         impls = record["impls"]
         assert impls["autograd"]["speedup_vs_autograd"] == pytest.approx(1.0)
-        assert impls["floor"]["ratio_to_floor"] == pytest.approx(1.0)
+        # The floor is the faster of the floors.
+        assert min(impls[k]["ratio_to_floor"] for k in FLOORS) == pytest.approx(1.0)
+        assert all(impls[k]["ratio_to_floor"] >= 1 - 1e-12 for k in FLOORS)
+        for fig in impls.values():
+            assert fig["pct_of_peak"] == pytest.approx(
+                100 * fig["gflops"] / meta["gemm_peak"]["gflops"]
+            )
         t = impls["relufrob"]
         assert t["speedup_vs_autograd"] == pytest.approx(
             impls["autograd"]["median_s"] / t["median_s"]
@@ -90,6 +101,7 @@ def test_table_on_stdout_progress_on_stderr(quick):
     out = proc.stdout
     assert out.count(TABLE_HEADER) == len(QUICK_SIZES)
     assert data["meta"]["torch"] in out.splitlines()[0]
+    assert f"ISA {torch.backends.cpu.get_cpu_capability()}" in out.splitlines()[0]
     for label in IMPLS.values():
         assert f"| {label} |" in out, label
     assert "warm-up" in proc.stderr and "warm-up" not in out
@@ -112,3 +124,28 @@ def test_sizes_parse_and_bad_ones_are_usage_errors(capsys):
             parse_args(["--sizes", bad])
         assert exc.value.code == 2
         assert "MxKxN" in capsys.readouterr().err
+
+
+def test_busy_times_each_size_again_under_load(tmp_path):
+    json_path = tmp_path / "busy.json"
+    proc = run_bench(
+        "--quick",
+        "--busy",
+        "1",
+        "--memory",
+        "none",
+        "--impls",
+        "relufrob",
+        "floor_mm",
+        "--sizes",
+        "64x32x32",
+        "--json",
+        str(json_path),
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| busy 1 slowdown |" in proc.stdout
+    (record,) = json.loads(json_path.read_text(encoding="utf-8"))["results"]
+    for key, fig in record["impls"].items():
+        busy = fig["busy"]
+        assert busy["slowdown"] == pytest.approx(busy["median_s"] / fig["median_s"]), key
+        assert math.isfinite(busy["slowdown"]) and busy["slowdown"] > 0, key

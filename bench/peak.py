@@ -1,0 +1,47 @@
+"""The machine's GEMM peak, for the "% of GEMM peak" column.
+
+One large square GEMM, timed with every GEMM the floors use (torch.mm, and
+brgemm tiles where they run); the peak is the best rate any of them reaches.
+A fused implementation at 100% would do its three GEMMs at that rate with
+nothing else to pay for.
+"""
+
+import time
+
+import torch
+
+import relufrob
+from bench.impls import applies
+from bench.timing import make_sync
+
+PEAK_SIZE = 1024  # n of the n×n×n GEMM
+QUICK_PEAK_SIZE = 256
+PEAK_CUDA_SIZE = 4096
+TRIES = 5
+
+
+def _best_seconds(fn, sync) -> float:
+    fn()  # warm-up: first-call allocation, kernel selection
+    sync()
+    best = float("inf")
+    for _ in range(TRIES):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_gemm_peak(device: torch.device, dtype: torch.dtype, quick: bool = False) -> dict:
+    """{'gflops', 'by', 'n'}: the best GFLOP/s of an n×n×n GEMM on this device."""
+    n = PEAK_CUDA_SIZE if device.type == "cuda" else (QUICK_PEAK_SIZE if quick else PEAK_SIZE)
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty_like(a)
+    gemms = {"torch.mm": lambda: torch.mm(a, b, out=out)}
+    if applies("floor_brgemm", device, dtype):
+        gemms["brgemm tiles"] = lambda: relufrob._C._brgemm_mm(a, b, out)
+    sync = make_sync(device)
+    rates = {name: 2 * n**3 / _best_seconds(fn, sync) / 1e9 for name, fn in gemms.items()}
+    by = max(rates, key=rates.get)
+    return {"gflops": rates[by], "by": by, "n": n, "rates": rates}
