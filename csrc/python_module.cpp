@@ -135,10 +135,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                 t->dim() == 2 && t->is_contiguous(),
                             "_brgemm_mm: a, b and out must be contiguous 2-D float32 CPU tensors");
         }
-        TORCH_CHECK_VALUE(a.size(1) == b.size(0) && out.size(0) == a.size(0) &&
-                              out.size(1) == b.size(1),
-                          "_brgemm_mm: shapes do not chain: ", a.sizes(), " @ ", b.sizes(),
-                          " -> ", out.sizes());
+        TORCH_CHECK_VALUE(
+            a.size(1) == b.size(0) && out.size(0) == a.size(0) && out.size(1) == b.size(1),
+            "_brgemm_mm: shapes do not chain: ", a.sizes(), " @ ", b.sizes(), " -> ", out.sizes());
         const py::gil_scoped_release no_gil;
         relufrob::cpu::tiled_gemm(a.size(0), b.size(1), a.size(1), a.const_data_ptr<float>(),
                                   a.size(1), b.const_data_ptr<float>(), b.size(1),
