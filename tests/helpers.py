@@ -181,9 +181,10 @@ def storage_ptr(t: torch.Tensor):
 # --------------------------------------------------------------------------
 
 
-def run_python(*args, timeout):
-    """`python ARGS...` in the repository, output captured as UTF-8 text."""
-    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+def run_python(*args, timeout, env=None):
+    """`python ARGS...` in the repository, output captured as UTF-8 text;
+    `env` adds to (or overrides) this process's environment."""
+    env = dict(os.environ, PYTHONIOENCODING="utf-8", **(env or {}))
     return subprocess.run(
         [sys.executable, *args],
         cwd=REPO,
