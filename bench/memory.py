@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.impls import IMPLS, make_impl
+from bench.impls import FLOORS, IMPLS, make_impl
 from bench.report import log
 from bench.sizes import Size, macs, size_str
 from bench.timing import make_sync
@@ -200,8 +200,12 @@ def output_bytes(result) -> int:
     return sum(t.numel() * t.element_size() for t in result if isinstance(t, torch.Tensor))
 
 
-def measure_call(fn, meter, sync) -> dict:
-    """Peak of one call of `fn` beyond what was resident before and its outputs."""
+def measure_call(fn, meter, sync, outputs_preallocated=False) -> dict:
+    """Peak of one call of `fn` beyond what was resident before and its outputs.
+
+    Outputs that `fn` writes into preallocated tensors (the floors') were
+    resident before the call, so they are not subtracted again.
+    """
     gc.collect()
     meter.start()
     result = fn()
@@ -209,7 +213,8 @@ def measure_call(fn, meter, sync) -> dict:
     mem = meter.stop()
     out = output_bytes(result)
     del result
-    mem.update(output_bytes=out, peak_extra_bytes=mem["peak_bytes"] - mem["before_bytes"] - out)
+    new_out = 0 if outputs_preallocated else out
+    mem.update(output_bytes=out, peak_extra_bytes=mem["peak_bytes"] - mem["before_bytes"] - new_out)
     return mem
 
 
@@ -225,6 +230,7 @@ def probe(key: str, size: Size, dtype, device) -> dict:
     sync = make_sync(device)
     meter = CudaMeter(device) if device.type == "cuda" else CpuMeter()
     fn = make_impl(key, *make_inputs(*size, dtype=dtype, device=device))
+    preallocated = key in FLOORS
     gc.disable()
     if key == "compiled":
         if not meter.can_reset:
@@ -236,9 +242,11 @@ def probe(key: str, size: Size, dtype, device) -> dict:
         for warm_size in PROBE_WARMUP_SIZES:
             make_impl(key, *make_inputs(*warm_size, dtype=dtype, device=device))()
             sync()
-        first = measure_call(fn, meter, sync)
+        first = measure_call(fn, meter, sync, preallocated)
     # Without a resettable high-water mark only the first call can be measured.
-    steady = measure_call(fn, meter, sync) if meter.can_reset or first is None else None
+    steady = (
+        measure_call(fn, meter, sync, preallocated) if meter.can_reset or first is None else None
+    )
     mem = dict(steady or first)
     mem["measured_call"] = "second" if steady else "first"
     mem["first_call_peak_extra_bytes"] = first["peak_extra_bytes"] if first else None
