@@ -92,8 +92,7 @@ def peak_line(meta: dict) -> str:
     peak = meta.get("gemm_peak")
     if not peak:
         return ""
-    n = peak["n"]
-    return f"GEMM peak: {peak['gflops']:.3g} GFLOP/s ({peak['by']}, {n}×{n}×{n})."
+    return f"GEMM peak: {peak['gflops']:.3g} GFLOP/s ({peak['by']})."
 
 
 def render_table(record: dict, busy: int = 0) -> str:

@@ -59,29 +59,18 @@ const char* gemm_backend_name(GemmBackend backend);
 // kMatmulVecs accumulators plus kMatmulVecs loaded vectors and a broadcast
 // must fit the register file (16 on SSE2/AVX2, 32 on AVX-512). The small
 // kernel works on groups of kGroupPanels x kPanelRows rows.
-struct IsaBaseline {
-  static constexpr CpuIsa kIsa = CpuIsa::kBaseline;
-  static constexpr int kVecBytes = 16;
-  static constexpr int kPanelRows = 6;
+template <CpuIsa I, int VecBytes, int PanelRows>
+struct IsaTraits {
+  static constexpr CpuIsa kIsa = I;
+  static constexpr int kVecBytes = VecBytes;
+  static constexpr int kPanelRows = PanelRows;
   static constexpr int kMatmulVecs = 2;
   static constexpr int kGroupPanels = 8;
 };
 
-struct IsaAvx2 {
-  static constexpr CpuIsa kIsa = CpuIsa::kAvx2;
-  static constexpr int kVecBytes = 32;
-  static constexpr int kPanelRows = 6;
-  static constexpr int kMatmulVecs = 2;
-  static constexpr int kGroupPanels = 8;
-};
-
-struct IsaAvx512 {
-  static constexpr CpuIsa kIsa = CpuIsa::kAvx512;
-  static constexpr int kVecBytes = 64;
-  static constexpr int kPanelRows = 8;
-  static constexpr int kMatmulVecs = 2;
-  static constexpr int kGroupPanels = 8;
-};
+using IsaBaseline = IsaTraits<CpuIsa::kBaseline, 16, 6>;
+using IsaAvx2 = IsaTraits<CpuIsa::kAvx2, 32, 6>;
+using IsaAvx512 = IsaTraits<CpuIsa::kAvx512, 64, 8>;
 
 // Runs `body` (an always-inline lambda) compiled for Isa's instruction set.
 template <typename Isa>
