@@ -23,11 +23,13 @@ using Double4 __attribute__((vector_size(4 * sizeof(double)))) = double;
 template <typename T>
 using Quad __attribute__((vector_size(4 * sizeof(T)))) = T;
 
+// acc += the four values, widened to double. By reference: a vector passed
+// or returned by value would depend on the per-ISA vector ABI.
 template <typename T>
-RELUFROB_ALWAYS_INLINE Double4 widen4(const T* values) {
+RELUFROB_ALWAYS_INLINE void add_widened4(Double4& acc, const T* values) {
   Quad<T> q;
   __builtin_memcpy(&q, values, sizeof(q));
-  return __builtin_convertvector(q, Double4);
+  acc += __builtin_convertvector(q, Double4);
 }
 
 // Elements per piece of a row: their squares wait in a stack buffer between
@@ -61,10 +63,10 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
       if constexpr (kWriteDY) dy[j] = static_cast<scalar_t>(e.dy);
     }
     for (int64_t i = 0; i + kLanes <= m; i += kLanes) {
-      acc0 += widen4(sq + i);
-      acc1 += widen4(sq + i + 4);
-      acc2 += widen4(sq + i + 8);
-      acc3 += widen4(sq + i + 12);
+      add_widened4(acc0, sq + i);
+      add_widened4(acc1, sq + i + 4);
+      add_widened4(acc2, sq + i + 8);
+      add_widened4(acc3, sq + i + 12);
     }
   }
   double lanes[kLanes];
