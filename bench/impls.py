@@ -9,7 +9,8 @@
                              a preallocated M×N G
   floor: 3 brgemm tiles      the same three products on oneDNN's brgemm
                              micro-kernels in 64×64 tiles, as relufrob's
-                             large-problem path runs them (CPU float32 only)
+                             large-problem path runs them where its GEMM
+                             backend is brgemm (CPU float32 only)
 
 The floor is the faster of the two: the cost of the three matrix products
 every implementation needs, on whichever GEMM this machine runs fastest.
@@ -69,7 +70,8 @@ def floor_operands(X, W, Y):
     and preallocated outputs for the three products."""
     G = Y.clone()
     Xt, Wt = X.t().contiguous(), W.t().contiguous()
-    outs = (X.new_empty(Y.shape), W.new_empty(W.shape), X.new_empty(X.shape))
+    # Zeroed, so that their pages are resident before any measured call.
+    outs = (X.new_zeros(Y.shape), W.new_zeros(W.shape), X.new_zeros(X.shape))
     return G, Xt, Wt, outs
 
 

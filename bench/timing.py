@@ -9,6 +9,7 @@ them alike.
 import contextlib
 import gc
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -130,8 +131,8 @@ SPIN_LIMIT_S = 3600
 SPIN_START_S = 0.3  # time for the spinners to start before timing resumes
 _SPIN_CODE = (
     "import os, time\n"
-    "parent, end = os.getppid(), time.monotonic() + {limit}\n"
-    "while os.getppid() == parent and time.monotonic() < end:\n"
+    "end = time.monotonic() + {limit}\n"
+    "while os.getppid() == {parent} and time.monotonic() < end:\n"
     "    pass\n"
 )
 
@@ -139,9 +140,11 @@ _SPIN_CODE = (
 @contextlib.contextmanager
 def busy_processes(count: int) -> Iterator[None]:
     """`count` processes spinning on the CPU for the duration of the block."""
-    code = _SPIN_CODE.format(limit=SPIN_LIMIT_S)
-    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
+    code = _SPIN_CODE.format(limit=SPIN_LIMIT_S, parent=os.getpid())
+    procs = []
     try:
+        for _ in range(count):
+            procs.append(subprocess.Popen([sys.executable, "-c", code]))
         time.sleep(SPIN_START_S if procs else 0)
         yield
     finally:

@@ -7,11 +7,13 @@ variant this machine picks. Here each variant gets a fresh process, forced as
 a user forces torch (ATEN_CPU_CAPABILITY, with oneDNN and MKL capped to the
 same ISA) and with RELUFROB_CPU_GEMM naming the backend, that runs the
 parity and property files. An AVX-512 machine so also tests the AVX2 and
-baseline code that an AVX2-only machine runs, and the reverse for as much as
-the hardware allows: an ISA the CPU lacks is skipped, not faked.
+baseline code that an AVX2-only machine runs. An ISA the CPU lacks cannot be
+run, only refused: torch takes ATEN_CPU_CAPABILITY at its word, relufrob
+must not (test_capability_above_the_cpu_falls_back).
 """
 
 import json
+import platform
 
 import pytest
 import torch
@@ -46,12 +48,33 @@ def forced_env(isa: str, gemm: str) -> dict:
     }
 
 
+def on_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
 def supported(isa: str) -> bool:
-    """Whether this CPU can run `isa` (torch never raises its capability
-    above what the CPU has, whatever ATEN_CPU_CAPABILITY says)."""
-    order = [ISAS[name][0] for name in ISAS]
-    native = torch.backends.cpu.get_cpu_capability()
-    return native in order and order.index(ISAS[isa][0]) <= order.index(native)
+    """Whether this CPU can run `isa`, asked of the hardware (torch's
+    reported capability follows ATEN_CPU_CAPABILITY even above it)."""
+    if isa == "default":
+        return True
+    if not on_x86():
+        return False
+    if isa == "avx2":
+        return torch.cpu._is_avx2_supported()
+    return torch.cpu._is_avx512_supported()
+
+
+def run_probe(env: dict):
+    """(relufrob.cpu_kernels(), torch's capability) in a process with `env`."""
+    probe = run_python(
+        "-c",
+        "import json, torch, relufrob; print(json.dumps([relufrob.cpu_kernels(), "
+        "torch.backends.cpu.get_cpu_capability()]))",
+        env=env,
+        timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    return json.loads(probe.stdout)
 
 
 @pytest.mark.parametrize("gemm", GEMMS)
@@ -63,15 +86,7 @@ def test_variant_passes_parity_suite(isa, gemm):
             f"{torch.backends.cpu.get_cpu_capability()})"
         )
     env = forced_env(isa, gemm)
-    probe = run_python(
-        "-c",
-        "import json, torch, relufrob; print(json.dumps([relufrob.cpu_kernels(), "
-        "torch.backends.cpu.get_cpu_capability()]))",
-        env=env,
-        timeout=120,
-    )
-    assert probe.returncode == 0, probe.stderr[-2000:]
-    kernels, capability = json.loads(probe.stdout)
+    kernels, capability = run_probe(env)
     assert kernels == {"isa": isa, "gemm": gemm}
     assert capability == ISAS[isa][0]
 
@@ -80,6 +95,20 @@ def test_variant_passes_parity_suite(isa, gemm):
     )
     assert suite.returncode == 0, f"{isa}/{gemm}:\n{suite.stdout[-6000:]}\n{suite.stderr[-2000:]}"
     assert " passed" in suite.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_capability_above_the_cpu_falls_back(isa):
+    if supported(isa):
+        pytest.skip(f"this CPU runs {isa}: nothing to fall back from")
+    if not on_x86():
+        pytest.skip("x86 capabilities only")
+    best = "avx2" if isa == "avx512" and supported("avx2") else "default"
+    # Only asked which kernels would run: torch's own kernels would crash at
+    # a capability the CPU lacks, relufrob's must not be chosen.
+    kernels, capability = run_probe({"ATEN_CPU_CAPABILITY": isa})
+    assert capability == ISAS[isa][0]  # torch believes the variable
+    assert kernels["isa"] == best
 
 
 def test_unknown_gemm_backend_is_refused_with_its_name():

@@ -15,7 +15,8 @@
 //
 // The temporaries are, per chunk, the block workspace and its dW partial
 // (chunk 0 writes dW itself for float/double); for brgemm a row-major Wᵀ and
-// Xᵀ block; for half/bfloat16 float copies of W and of each X block.
+// Xᵀ block; for half/bfloat16 float copies of W and of each X block, and a
+// float block of dX.
 #pragma once
 
 #include "../common/grads_plan.h"
@@ -27,10 +28,10 @@
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/SmallVector.h>
 
 #include <algorithm>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -57,10 +58,16 @@ inline RowSplit blocked_split(const GradsPlan& p) {
   return split_rows(p.M, 1, std::max<int64_t>(chunks, 1));
 }
 
+// Scratch from torch's CPU allocator: aligned as every ATen tensor is (BLAS
+// results may depend on the alignment of its operands, and a heap-dependent
+// alignment would make them vary from call to call).
 template <typename T>
-std::unique_ptr<T[]> scratch(int64_t size) {
-  return std::unique_ptr<T[]>(size > 0 ? new T[size] : nullptr);
-}
+struct Scratch {
+  c10::DataPtr data;
+  explicit Scratch(int64_t size)
+      : data(size > 0 ? c10::GetCPUAllocator()->allocate(size * sizeof(T)) : c10::DataPtr()) {}
+  T* get() const { return static_cast<T*>(data.get()); }
+};
 
 // Rows [row_begin, row_end) in blocks; returns their sum of R².
 template <typename Isa, typename scalar_t, typename opmath_t>
@@ -76,10 +83,10 @@ double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm, opmath
   scalar_t* dY = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
 
   // Allocated by the thread that uses them.
-  const auto z = scratch<opmath_t>(rows_per_block * N);
-  const auto x_op = scratch<opmath_t>(kNative ? 0 : rows_per_block * K);
-  const auto dx_op = scratch<opmath_t>(!kNative && dX ? rows_per_block * K : 0);
-  const auto xt = scratch<opmath_t>(gemm.brgemm() && dw_partial ? rows_per_block * K : 0);
+  const Scratch<opmath_t> z(rows_per_block * N);
+  const Scratch<opmath_t> x_op(kNative ? 0 : rows_per_block * K);
+  const Scratch<opmath_t> dx_op(!kNative && dX ? rows_per_block * K : 0);
+  const Scratch<opmath_t> xt(gemm.brgemm() && dw_partial ? rows_per_block * K : 0);
   std::vector<double> row_loss(rows_per_block);
   // Rows per epilogue task, when a lone chunk spreads it over the threads.
   const int64_t grain = std::max<int64_t>(1, 16384 / N);

@@ -9,14 +9,38 @@
 namespace relufrob::cpu {
 namespace {
 
+// Whether this CPU (and OS) can run `isa`'s kernels. torch takes
+// ATEN_CPU_CAPABILITY at its word, even above what the hardware has; relufrob
+// never runs an instruction the CPU lacks.
+bool cpu_runs(CpuIsa isa) {
+#if RELUFROB_X86_DISPATCH
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    case CpuIsa::kAvx2:
+      return avx2;
+    case CpuIsa::kBaseline:
+      break;
+  }
+#endif
+  return isa == CpuIsa::kBaseline;
+}
+
+// torch's capability, lowered to what the CPU can run.
 CpuIsa isa_from_torch() {
+  CpuIsa isa = CpuIsa::kBaseline;
 #if RELUFROB_X86_DISPATCH
   // The names torch.backends.cpu.get_cpu_capability() reports.
   const std::string capability = at::get_cpu_capability();
-  if (capability == "AVX512") return CpuIsa::kAvx512;
-  if (capability == "AVX2") return CpuIsa::kAvx2;
+  if (capability == "AVX512") isa = CpuIsa::kAvx512;
+  if (capability == "AVX2") isa = CpuIsa::kAvx2;
+  if (isa == CpuIsa::kAvx512 && !cpu_runs(isa)) isa = CpuIsa::kAvx2;
+  if (isa == CpuIsa::kAvx2 && !cpu_runs(isa)) isa = CpuIsa::kBaseline;
 #endif
-  return CpuIsa::kBaseline;
+  return isa;
 }
 
 GemmBackend backend_from_env(CpuIsa isa) {

@@ -12,14 +12,14 @@
 namespace relufrob::cpu {
 namespace {
 
-// The fused panel kernel beats three BLAS calls while W (and its transpose)
-// stay in L2 and the problem is small enough that BLAS set-up dominates
-// (measured with bench/throughput.py on a 2-core AVX-512 machine).
-constexpr int64_t kDirectMaxMacs = int64_t(1) << 22;
+// The fused small kernel beats three BLAS calls while W (and its transpose)
+// stay in L2 and the problem is small enough that BLAS set-up dominates; how
+// small depends on the ISA (cpu_isa.h).
 constexpr int64_t kDirectMaxDim = 256;
 
+template <typename Isa>
 bool use_direct(const GradsPlan& p) {
-  return p.M * p.K * p.N <= kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
+  return p.M * p.K * p.N <= Isa::kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
 }
 
 GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y, bool need_dW,
@@ -38,7 +38,8 @@ GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W, const at::Tensor
       at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
         const double sum = dispatch_isa([&](auto isa) {
           using Isa = decltype(isa);
-          return use_direct(p) ? direct_grads<Isa, scalar_t>(p) : blocked_grads<Isa, scalar_t>(p);
+          return use_direct<Isa>(p) ? direct_grads<Isa, scalar_t>(p)
+                                    : blocked_grads<Isa, scalar_t>(p);
         });
         *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(sum * p.scale);
       });
