@@ -22,7 +22,8 @@ interleaved, round after round in one process, so that drift of the machine
 hits all of them alike (bench/timing.py). A sample is one call, or for fast
 calls a batch of calls lasting at least ~200 µs divided by the batch length;
 the table shows the median sample. The number of rounds adapts to the size
-(about half a second per implementation and size) unless --repeat fixes it.
+(about a second per implementation and size, and at least 11 rounds) unless
+--repeat fixes it.
 Each implementation's results are checked against autograd's before timing;
 a mismatch is reported on stderr and in the JSON.
 

@@ -22,8 +22,10 @@ import torch
 MIN_SAMPLE_S = 200e-6  # a sample lasts at least this long (batching)
 MAX_BATCH = 1000
 WARMUP_CALLS = 3
-TIME_BUDGET_S = 0.5  # per implementation and size, when adapting
-MIN_REPEAT, MAX_REPEAT = 5, 100
+TIME_BUDGET_S = 1.0  # per implementation and size, when adapting
+# At least 11 rounds: with a handful, one slow moment of a shared machine
+# moves the median of a large size by several percent.
+MIN_REPEAT, MAX_REPEAT = 11, 100
 NOISY_SPREAD = 1.5  # q3/q1 of the samples above which a size counts as noisy
 
 
