@@ -7,13 +7,11 @@ A fused implementation at 100% would do its three GEMMs at that rate with
 nothing else to pay for.
 """
 
-import time
-
 import torch
 
 import relufrob
 from bench.impls import FLOORS, IMPLS, applies
-from bench.timing import make_sync
+from bench.timing import make_sync, time_batch
 
 PEAK_SIZE = 1024  # n of the n×n×n GEMM
 QUICK_PEAK_SIZE = 256
@@ -22,19 +20,12 @@ TRIES = 5
 
 
 def _best_seconds(fn, sync) -> float:
-    fn()  # warm-up: first-call allocation, kernel selection
-    sync()
-    best = float("inf")
-    for _ in range(TRIES):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    time_batch(fn, 1, sync)  # warm-up: first-call allocation, kernel selection
+    return min(time_batch(fn, 1, sync) for _ in range(TRIES))
 
 
 def measure_gemm_peak(device: torch.device, dtype: torch.dtype, quick: bool = False) -> dict:
-    """{'gflops', 'by', 'n'}: the best GFLOP/s of an n×n×n GEMM on this device."""
+    """{'gflops', 'by', 'rates'}: the best GFLOP/s of an n×n×n GEMM on this device."""
     n = PEAK_CUDA_SIZE if device.type == "cuda" else (QUICK_PEAK_SIZE if quick else PEAK_SIZE)
     gen = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2))

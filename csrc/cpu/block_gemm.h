@@ -11,6 +11,7 @@
 
 #include "cpu_isa.h"
 #include "tiled_gemm.h"
+#include "transpose.h"
 
 #include <ATen/ATen.h>
 
@@ -64,24 +65,12 @@ struct BlockGemm {
                       T* xt_scratch) const {
     if constexpr (std::is_same_v<T, float>) {
       if (brgemm()) {
-        transpose(rows, x, ldx, xt_scratch);
+        transpose_tiled(rows, K, x, ldx, xt_scratch, rows);
         return tiled_gemm(K, N, rows, xt_scratch, rows, g, N, dw, N, true);
       }
     }
     at::Tensor out = matrix_view(dw, K, N, N);
     at::addmm_out(out, out, matrix_view(x, rows, K, ldx).t(), matrix_view(g, rows, N, N));
-  }
-
- private:
-  // xt (K x rows) = x (rows x K)ᵀ, in square tiles so that both sides stay
-  // within a few cache lines.
-  void transpose(int64_t rows, const T* x, int64_t ldx, T* xt) const {
-    constexpr int64_t kTile = 16;
-    for (int64_t i0 = 0; i0 < rows; i0 += kTile)
-      for (int64_t k0 = 0; k0 < K; k0 += kTile)
-        for (int64_t k = k0; k < std::min(K, k0 + kTile); ++k)
-          for (int64_t i = i0; i < std::min(rows, i0 + kTile); ++i)
-            xt[k * rows + i] = x[i * ldx + k];
   }
 };
 

@@ -29,7 +29,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
-#include <c10/util/SmallVector.h>
 
 #include <algorithm>
 #include <type_traits>
@@ -151,15 +150,10 @@ double blocked_grads(const GradsPlan& p) {
   DwPartials<opmath_t> dw(split.chunks, p.want.dW ? K * N : 0, dw_out);
   const auto two_scale = static_cast<opmath_t>(2.0 * p.scale);
 
-  c10::SmallVector<double, 8> chunk_loss(split.chunks, 0.0);
-  for_each_chunk(split, [&](int64_t c) {
-    chunk_loss[c] =
-        blocked_chunk<Isa, scalar_t>(p, gemm, two_scale, split.begin(c, M), split.end(c, M),
-                                     rows_per_block, p.want.dW ? dw.of(c) : nullptr);
+  const double loss = sum_over_chunks(split, [&](int64_t c) {
+    return blocked_chunk<Isa, scalar_t>(p, gemm, two_scale, split.begin(c, M), split.end(c, M),
+                                        rows_per_block, p.want.dW ? dw.of(c) : nullptr);
   });
-
-  double loss = 0.0;
-  for (double part : chunk_loss) loss += part;
   if (p.want.dW) {
     const opmath_t* acc = dw.sum_in_order();
     if (acc != dw_out) p.dW.copy_(matrix_view(acc, K, N, N));

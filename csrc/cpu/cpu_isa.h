@@ -61,9 +61,9 @@ const char* gemm_backend_name(GemmBackend backend);
 // must fit the register file (16 on SSE2/AVX2, 32 on AVX-512). The small
 // kernel works on groups of kGroupPanels x kPanelRows rows, and takes
 // problems of up to kDirectMaxMacs multiply-adds per GEMM (grads_cpu.cpp).
+// (I only tags the type: two ISAs with equal blocking stay distinct types.)
 template <CpuIsa I, int VecBytes, int PanelRows, int64_t DirectMaxMacs>
 struct IsaTraits {
-  static constexpr CpuIsa kIsa = I;
   static constexpr int kVecBytes = VecBytes;
   static constexpr int kPanelRows = PanelRows;
   static constexpr int kMatmulVecs = 2;

@@ -18,6 +18,7 @@
 #include "cpu_isa.h"
 #include "epilogue_rows.h"
 #include "row_chunks.h"
+#include "transpose.h"
 
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -157,14 +158,7 @@ RELUFROB_ALWAYS_INLINE void fill_padded_weights(const scalar_t* W, int64_t K, in
       for (int64_t j = 0; j < N; ++j)
         pw.w_storage[k * pw.Np + j] = static_cast<opmath_t>(W[k * N + j]);
   }
-  if (pw.wt.empty()) return;
-  // Transposed in square tiles so both sides stay within a few cache lines.
-  constexpr int64_t kTile = 16;
-  for (int64_t k0 = 0; k0 < K; k0 += kTile)
-    for (int64_t j0 = 0; j0 < N; j0 += kTile)
-      for (int64_t j = j0; j < std::min(N, j0 + kTile); ++j)
-        for (int64_t k = k0; k < std::min(K, k0 + kTile); ++k)
-          pw.wt[j * pw.Kp + k] = pw.w[k * pw.Np + j];
+  if (!pw.wt.empty()) transpose_tiled(K, N, pw.w, pw.Np, pw.wt.data(), pw.Kp);
 }
 
 template <typename Isa, typename scalar_t, typename opmath_t>
@@ -294,17 +288,13 @@ double direct_grads(const GradsPlan& p) {
   }
   DwPartials<opmath_t> dw(split.chunks, p.want.dW ? K * pw.Np : 0, dw_out);
 
-  c10::SmallVector<double, 8> chunk_loss(split.chunks, 0.0);
-  for_each_chunk(split, [&](int64_t c) {
+  const double loss = sum_over_chunks(split, [&](int64_t c) {
     opmath_t* dw_c = p.want.dW ? dw.of(c) : nullptr;
-    chunk_loss[c] = run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
+    return run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
       return direct_chunk<Isa, scalar_t>(p, pw, two_scale, split.begin(c, p.M), split.end(c, p.M),
                                          dw_c);
     });
   });
-
-  double loss = 0.0;
-  for (double part : chunk_loss) loss += part;
   if (p.want.dW) {
     const opmath_t* acc = dw.sum_in_order();
     if (acc != dw_out) unpad_dw(acc, K, N, pw.Np, p.dW.data_ptr<scalar_t>());

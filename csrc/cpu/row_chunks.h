@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace relufrob::cpu {
 
@@ -33,18 +34,20 @@ inline RowSplit split_rows(int64_t M, int64_t row_multiple, int64_t max_chunks) 
   return {chunks, (units + chunks - 1) / chunks * row_multiple};
 }
 
-// fn(c) for every chunk: in parallel, one region in all, when there are
-// several chunks; inline otherwise, so that a single chunk's own parallel
-// work (BLAS, tiles) can still use every thread.
+// fn(c) for every chunk, returning the chunk's loss partial; the partials are
+// added in chunk order. In parallel, one region in all, when there are several
+// chunks; inline otherwise, so that a single chunk's own parallel work (BLAS,
+// tiles) can still use every thread.
 template <typename F>
-void for_each_chunk(const RowSplit& split, const F& fn) {
-  if (split.chunks == 1) {
-    fn(0);
-    return;
-  }
+double sum_over_chunks(const RowSplit& split, const F& fn) {
+  if (split.chunks == 1) return fn(0);
+  std::vector<double> partials(split.chunks, 0.0);
   at::parallel_for(0, split.chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) fn(c);
+    for (int64_t c = begin; c < end; ++c) partials[c] = fn(c);
   });
+  double sum = 0.0;
+  for (double part : partials) sum += part;
+  return sum;
 }
 
 // One zeroed dW partial per chunk. Chunk 0 writes straight into `first`
