@@ -2,6 +2,9 @@
 
   relufrob         relufrob.grads(X, W, Y), the fused extension op
   relufrob wrt=W   relufrob.grads(X, W, Y, wrt=("W",)), loss and dW only
+  relufrob +bias   relufrob.grads(X, W, Y, bias=b) with an (N,) bias, as
+                   nn.Linear's: every gradient and db (checked against
+                   autograd on the expression with the same bias)
   autograd         relufrob.reference.autograd_grads, torch.autograd
   eager formulas   relufrob.reference.formula_grads, closed form, eager
   torch.compile    torch.compile(formula_grads, dynamic=False), per size
@@ -30,6 +33,7 @@ from relufrob import reference
 IMPLS: dict[str, str] = {  # key (command line, JSON) -> label (table, plot)
     "relufrob": "relufrob",
     "relufrob_dW": "relufrob wrt=W",
+    "relufrob_bias": "relufrob +bias",
     "autograd": "autograd",
     "formulas": "eager formulas",
     "compiled": "torch.compile",
@@ -75,10 +79,27 @@ def floor_operands(X, W, Y):
     return G, Xt, Wt, outs
 
 
+def bench_bias(Y):
+    """The (N,) bias of the +bias rows: fixed randn values (they do not
+    change the time)."""
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(Y.shape[-1], generator=gen).to(device=Y.device, dtype=Y.dtype)
+
+
+def own_reference(key: str, X, W, Y):
+    """What `key` is checked against when the baseline's result is not it."""
+    if key == "relufrob_bias":
+        return tuple(reference.autograd_grads(X, W, Y, bias=bench_bias(Y)))
+    return None
+
+
 def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
     """A zero-argument callable running implementation `key` on these inputs."""
     if key == "relufrob":
         return lambda: relufrob.grads(X, W, Y)
+    if key == "relufrob_bias":
+        b = bench_bias(Y)
+        return lambda: relufrob.grads(X, W, Y, bias=b)
     if key == "relufrob_dW":
         return lambda: relufrob.grads(X, W, Y, wrt=("W",))
     if key == "autograd":

@@ -19,61 +19,99 @@ namespace py = pybind11;
 
 namespace {
 
-// relufrob.Grads, registered by the Python package at import.
+// relufrob.Grads and relufrob.GradsWithBias, registered by the Python
+// package at import.
 PyObject* grads_type = nullptr;
+PyObject* grads_with_bias_type = nullptr;
+
+// A tensor argument that may be None: nullopt for None, false for anything
+// else that is not a tensor.
+bool optional_tensor(PyObject* obj, std::optional<at::Tensor>& out) {
+  if (obj == Py_None) return true;
+  if (!THPVariable_Check(obj)) return false;
+  out = THPVariable_Unpack(obj);
+  return true;
+}
+
+// A str argument as UTF-8; nullopt for None when allowed; false (with no
+// Python error set) for anything else, including a str that has no UTF-8
+// form (a lone surrogate).
+bool string_arg(PyObject* obj, bool none_ok, std::optional<std::string_view>& out) {
+  if (obj == Py_None && none_ok) return true;
+  if (!PyUnicode_Check(obj)) return false;
+  Py_ssize_t len = 0;
+  const char* text = PyUnicode_AsUTF8AndSize(obj, &len);
+  if (!text) {
+    PyErr_Clear();
+    return false;
+  }
+  out = std::string_view(text, len);
+  return true;
+}
 
 // relufrob.grads' fast path, as a METH_FASTCALL function: for a 10x4x4
 // problem pybind11's generic argument handling and building the named tuple
 // in Python cost as much as everything else together. Arguments:
-// (X, W, Y, need_dW, need_dX, need_dY, reduction). Returns None, without
-// raising, when X, W or Y is not a tensor or reduction not a str, so that the
-// caller's general path can produce its usual error; errors raised by the op
-// itself propagate as Python exceptions.
+// (X, W, Y, bias, activation, reduction, scale, need_dW, need_dX, need_dY,
+// need_db). Returns None, without raising, for arguments it does not take
+// (non-tensors, non-str, non-float), so that the caller's general path can
+// produce its usual error; errors raised by the op itself propagate as
+// Python exceptions.
 PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  TORCH_CHECK_TYPE(nargs == 7 && grads_type, "relufrob._C.grads_fast: bad call");
-  for (int i = 0; i < 3; ++i) {
-    if (!THPVariable_Check(args[i])) Py_RETURN_NONE;
-  }
-  Py_ssize_t len = 0;
-  const char* red = PyUnicode_Check(args[6]) ? PyUnicode_AsUTF8AndSize(args[6], &len) : nullptr;
-  if (!red) {
-    PyErr_Clear();
+  TORCH_CHECK_TYPE(nargs == 11 && grads_type && grads_with_bias_type,
+                   "relufrob._C.grads_fast: bad call");
+  std::optional<at::Tensor> Y, bias;
+  std::optional<std::string_view> activation, reduction;
+  if (!THPVariable_Check(args[0]) || !THPVariable_Check(args[1]) || !optional_tensor(args[2], Y) ||
+      !optional_tensor(args[3], bias) || !string_arg(args[4], true, activation) ||
+      !string_arg(args[5], false, reduction) || !PyFloat_Check(args[6])) {
     Py_RETURN_NONE;
   }
-  const relufrob::GradRequest want{PyObject_IsTrue(args[3]) == 1, PyObject_IsTrue(args[4]) == 1,
-                                   PyObject_IsTrue(args[5]) == 1};
+  bool need[4];
+  for (int i = 0; i < 4; ++i) {
+    const int truth = PyObject_IsTrue(args[7 + i]);
+    if (truth < 0) return nullptr;  // its __bool__ raised
+    need[i] = truth == 1;
+  }
+  relufrob::GradsOptions options;
+  options.activation = activation;
+  options.reduction = *reduction;
+  options.scale = PyFloat_AS_DOUBLE(args[6]);
+  const relufrob::GradRequest want{need[0], need[1], need[2] && Y, need[3] && bias};
   const at::Tensor& X = THPVariable_Unpack(args[0]);
   const at::Tensor& W = THPVariable_Unpack(args[1]);
-  const at::Tensor& Y = THPVariable_Unpack(args[2]);
   relufrob::GradsResult out;
   {
     // Other Python threads may run while a real problem computes; for a tiny
     // one, releasing and retaking the GIL would cost more than the work. (The
     // size is taken in double: the inputs are not validated yet.)
     const bool tiny =
-        static_cast<double>(Y.numel()) * static_cast<double>(W.dim() > 0 ? W.size(0) : 0) < 65536.0;
+        static_cast<double>(X.numel()) * static_cast<double>(W.dim() > 1 ? W.size(1) : 0) < 65536.0;
     std::optional<py::gil_scoped_release> no_gil;
     if (!tiny) no_gil.emplace();
-    out = relufrob::call_grads_op(X, W, Y, want, std::string_view(red, len));
+    out = relufrob::call_grads_op(X, W, Y.value_or(at::Tensor()), bias.value_or(at::Tensor()),
+                                  options, want);
   }
-  auto& [loss, dW, dX, dY] = out;
+  auto& [loss, dW, dX, dY, db] = out;
   const auto wrap = [](at::Tensor& t, bool wanted) {
     if (!wanted) Py_RETURN_NONE;
     return THPVariable_Wrap(std::move(t));
   };
-  PyObject* items = PyTuple_New(4);
+  const Py_ssize_t fields = bias ? 5 : 4;
+  PyObject* items = PyTuple_New(fields);
   if (!items) return nullptr;
   PyTuple_SET_ITEM(items, 0, THPVariable_Wrap(std::move(loss)));
   PyTuple_SET_ITEM(items, 1, wrap(dW, want.dW));
   PyTuple_SET_ITEM(items, 2, wrap(dX, want.dX));
   PyTuple_SET_ITEM(items, 3, wrap(dY, want.dY));
+  if (bias) PyTuple_SET_ITEM(items, 4, wrap(db, want.db));
   // tuple.__new__(Grads, items): a named tuple is a plain tuple subclass.
   PyObject* new_args = PyTuple_Pack(1, items);
   Py_DECREF(items);
   if (!new_args) return nullptr;
-  PyObject* result =
-      PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(grads_type), new_args, nullptr);
+  PyObject* type = bias ? grads_with_bias_type : grads_type;
+  PyObject* result = PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(type), new_args, nullptr);
   Py_DECREF(new_args);
   return result;
   END_HANDLE_TH_ERRORS
@@ -90,12 +128,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "relufrob kernels; the operators live in torch.ops.relufrob";
   if (PyModule_AddFunctions(m.ptr(), fast_methods) != 0) throw py::error_already_set();
   m.def(
-      "_set_grads_type",
-      [](py::object type) {
+      "_set_grads_types",
+      [](py::object plain, py::object with_bias) {
         Py_XDECREF(grads_type);
-        grads_type = type.release().ptr();
+        Py_XDECREF(grads_with_bias_type);
+        grads_type = plain.release().ptr();
+        grads_with_bias_type = with_bias.release().ptr();
       },
-      "Registers relufrob.Grads, the type grads_fast returns.");
+      "Registers relufrob.Grads and relufrob.GradsWithBias, the types grads_fast returns.");
   m.def(
       "build_info",
       [] {

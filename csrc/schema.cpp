@@ -1,6 +1,12 @@
 // The relufrob operator library: every schema lives here, plus the
 // device-agnostic kernels. Backend kernels register themselves in
 // cpu/grads_cpu.cpp and cuda/grads_cuda.cu; autograd in autograd/.
+//
+// Both ops compute the general form
+//     f = scale * reduce(||act(X W + b) - Y||²),  act = relu or identity,
+// where reduce is a sum, or a mean over the output's elements. Y and bias are
+// optional (a zero target, no bias). The explicit scale is what lets a caller
+// that holds one shard of a problem ask for the global mean.
 #include "common/grads_op.h"
 
 #include <torch/library.h>
@@ -10,9 +16,11 @@ namespace {
 
 // Below autograd, relufrob::loss is the loss-only path of relufrob::grads:
 // no gradient is requested, so no G, dY or GEMM beyond Z = XW is produced.
-at::Tensor loss_forward_only(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
-                             c10::string_view reduction) {
-  return std::get<0>(call_grads_op(X, W, Y, {false, false, false}, reduction));
+at::Tensor loss_forward_only(const at::Tensor& X, const at::Tensor& W, const OptionalTensor& Y,
+                             const OptionalTensor& bias, OptionalString activation,
+                             c10::string_view reduction, double scale) {
+  return std::get<0>(
+      grads_op().call(X, W, Y, bias, activation, reduction, scale, false, false, false, false));
 }
 
 }  // namespace
@@ -20,14 +28,18 @@ at::Tensor loss_forward_only(const at::Tensor& X, const at::Tensor& W, const at:
 
 TORCH_LIBRARY(relufrob, m) {
   // Loss and the requested gradients in one fused pass. Gradients that were
-  // not requested come back as empty (0,) placeholders.
+  // not requested (and dY without Y, db without bias) come back as empty
+  // (0,) placeholders.
   m.def(
-      "grads(Tensor X, Tensor W, Tensor Y, bool need_dW=True, "
-      "bool need_dX=True, bool need_dY=True, str reduction=\"sum\") "
-      "-> (Tensor loss, Tensor dW, Tensor dX, Tensor dY)");
+      "grads(Tensor X, Tensor W, Tensor? Y, *, Tensor? bias=None, str? activation=\"relu\", "
+      "str reduction=\"sum\", float scale=1., bool need_dW=True, bool need_dX=True, "
+      "bool need_dY=True, bool need_db=True) "
+      "-> (Tensor loss, Tensor dW, Tensor dX, Tensor dY, Tensor db)");
   // The loss as a differentiable scalar; its forward computes the gradients
   // of the inputs that require grad, and its backward only scales them.
-  m.def("loss(Tensor X, Tensor W, Tensor Y, str reduction=\"sum\") -> Tensor");
+  m.def(
+      "loss(Tensor X, Tensor W, Tensor? Y, *, Tensor? bias=None, str? activation=\"relu\", "
+      "str reduction=\"sum\", float scale=1.) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(relufrob, CompositeExplicitAutograd, m) {

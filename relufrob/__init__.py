@@ -1,8 +1,10 @@
-"""relufrob: f = ||relu(X W) - Y||_F^2 and its gradients, fused, for PyTorch.
+"""relufrob: f = ||relu(X W + b) - Y||_F^2 and its gradients, fused, for PyTorch.
 
 import relufrob
 loss, dW, dX, dY = relufrob.grads(X, W, Y)      # plain tensors, no graph
 f = relufrob.loss(X, W, Y)                      # differentiable loss
+loss, dW, dX, dY, db = relufrob.grads(X, W, Y, bias=b)   # with a bias
+relufrob.grads(X, W, None, bias=b, activation=None)       # f = ||X W + b||^2
 """
 
 import torch  # noqa: F401  (loads libtorch before the extension)
@@ -13,10 +15,11 @@ from . import (
     reference,
 )
 from ._version import __version__
-from .ops import Grads, build_info, cpu_kernels, grads, loss
+from .ops import Grads, GradsWithBias, build_info, cpu_kernels, grads, loss
 
 __all__ = [
     "Grads",
+    "GradsWithBias",
     "grads",
     "loss",
     "reference",

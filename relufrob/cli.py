@@ -8,6 +8,7 @@ one-line message) for bad arguments.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -17,7 +18,7 @@ from typing import Optional
 import torch
 
 from ._version import __version__
-from .exercise import format_report, report_json, run_check
+from .exercise import EXERCISES, Variant, format_report, report_json, run_check
 from .ops import build_info, cpu_kernels
 from .validation import FLOAT_DTYPES
 
@@ -141,9 +142,55 @@ def _device(text: str) -> str:
     return str(device)
 
 
+def _add_variant_arguments(check: argparse.ArgumentParser) -> None:
+    """--exercise and the three settings it bundles.
+
+    The settings default to None so that :func:`variant_from_args` can tell
+    an explicit one, which overrides the exercise's, from an absent one.
+    """
+    check.add_argument(
+        "--exercise",
+        choices=list(EXERCISES),
+        default="relu",
+        help="a named form, overridable by the options below: relu is "
+        "f = ||relu(X W) - Y||_F^2 (the default); linear-bias is "
+        "f = ||X W + b||_F^2 with b of the output's shape, no target, the "
+        "exercise torch.manual_seed(0); x = randn(10, 4); w = randn(4, 4); "
+        "b = randn(10, 4); (x.mm(w) + b).pow(2).sum()",
+    )
+    check.add_argument(
+        "--activation",
+        choices=["relu", "identity"],
+        help="act in f = ||act(X W + b) - Y||_F^2 (default: the exercise's, relu)",
+    )
+    check.add_argument(
+        "--bias",
+        choices=["none", "row", "full"],
+        help="b: row is an (N,) vector added to every row, as nn.Linear's; full "
+        "is an M x N matrix (default: the exercise's, none)",
+    )
+    check.add_argument(
+        "--target",
+        action=argparse.BooleanOptionalAction,
+        help="--no-target: no Y, a target of zeros (so no dY); --target: draw Y "
+        "(default: the exercise's, a target)",
+    )
+
+
+def variant_from_args(args: argparse.Namespace) -> Variant:
+    """The exercise's variant, with the settings given explicitly put in."""
+    explicit = {
+        name: getattr(args, name)
+        for name in ("activation", "bias", "target")
+        if getattr(args, name) is not None
+    }
+    return dataclasses.replace(EXERCISES[args.exercise], **explicit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog=PROG, description="relufrob: f = ||relu(X W) - Y||_F^2 and its gradients, fused."
+        prog=PROG,
+        description="relufrob: f = ||act(X W + b) - Y||_F^2 and its gradients, fused.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{check,info}", required=True)
 
@@ -153,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw X, W, Y as the classic exercise does (torch.manual_seed(S); "
         "X = randn(M, K); W = randn(K, N); Y = randn(M, N)) and compare the loss "
         "and the gradients by autograd, by the closed-form formulas and by "
-        "relufrob. Exit status 0 when everything matches, 1 otherwise.",
+        "relufrob. --activation, --bias and --no-target choose another form of "
+        "f = ||act(X W + b) - Y||_F^2; the inputs are then drawn in the order "
+        "X, W, [Y], [b] from the one seed. Exit status 0 when everything "
+        "matches, 1 otherwise.",
     )
     check.add_argument(
         "--seed", type=_seed, default=0, metavar="S", help="torch.manual_seed value (default 0)"
@@ -170,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype",
         choices=list(FLOAT_DTYPES),
         default="float32",
-        help="dtype of X, W and Y (default float32)",
+        help="dtype of the inputs (default float32)",
     )
     check.add_argument(
         "--device",
@@ -179,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEV",
         help="cpu or cuda[:i]; inputs are drawn on the CPU, then moved (default cpu)",
     )
+    _add_variant_arguments(check)
     check.add_argument("--json", action="store_true", help="print one JSON document")
     check.add_argument(
         "--show-matrices",
@@ -212,7 +263,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         info = gather_info()
         print(json.dumps(info, indent=2) if args.json else format_info(info))
         return 0
-    result = run_check(args.seed, tuple(args.shape), FLOAT_DTYPES[args.dtype], args.device)
+    result = run_check(
+        args.seed,
+        tuple(args.shape),
+        FLOAT_DTYPES[args.dtype],
+        args.device,
+        variant_from_args(args),
+    )
     if args.json:
         print(json.dumps(report_json(result, args.show_matrices), indent=2))
     else:

@@ -1,15 +1,17 @@
 """The exercise behind ``python -m relufrob check``, and its report.
 
-Seed the generator, draw X, W and Y (relufrob.reference.make_inputs), and
-compute the loss and the gradients of f = ||relu(X W) - Y||_F^2 three ways:
-by torch.autograd (the reference), by the closed-form formulas in eager
+Seed the generator, draw X, W, Y and b (relufrob.reference.make_inputs), and
+compute the loss and the gradients of f = ||act(X W + b) - Y||_F^2 three
+ways: by torch.autograd (the reference), by the closed-form formulas in eager
 PyTorch, and by relufrob. Each of the other two is judged against autograd
-with the parity rule of relufrob.tolerance. The result is printed as a text
-report (:func:`format_report`) or as one JSON document (:func:`report_json`).
+with the parity rule of relufrob.tolerance. Which form (activation, bias,
+target) is a :class:`Variant`; the default is the classic
+f = ||relu(X W) - Y||_F^2. The result is printed as a text report
+(:func:`format_report`) or as one JSON document (:func:`report_json`).
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
@@ -17,32 +19,129 @@ from torch import Tensor
 
 from ._version import __version__
 from .ops import grads
-from .reference import FORMULAS, autograd_grads, formula_grads, make_inputs
+from .reference import autograd_grads, formula_grads, formulas, make_inputs
 from .tolerance import ASSERT_CLOSE_DEFAULTS, Comparison, compare, parity_tolerance
 
-__all__ = ["CheckResult", "run_check", "format_report", "report_json"]
+__all__ = ["Variant", "EXERCISES", "CheckResult", "run_check", "format_report", "report_json"]
 
-QUANTITIES = ("f", "dW", "dX", "dY")
+# Every quantity, in the order the methods return them (Grads, then GradsWithBias's db).
+QUANTITIES = ("f", "dW", "dX", "dY", "db")
 REFERENCE = "autograd"
 METHODS = ("autograd", "formulas", "relufrob")
 CANDIDATES = ("formulas", "relufrob")
-_TITLES = {"f": "loss f", "dW": "dW = df/dW", "dX": "dX = df/dX", "dY": "dY = df/dY"}
+_TITLES = {
+    "f": "loss f",
+    "dW": "dW = df/dW",
+    "dX": "dX = df/dX",
+    "dY": "dY = df/dY",
+    "db": "db = df/db",
+}
 
 # Matrices with both dimensions up to this are printed in full.
 SMALL = 12
+
+
+# --------------------------------------------------------------------------
+# Variants of f = ||act(X W + b) - Y||_F^2
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which form of f = ||act(X W + b) - Y||_F^2 the check runs."""
+
+    activation: str = "relu"  # "relu" or "identity"
+    bias: str = "none"  # "none", "row" (an (N,) vector, as nn.Linear's) or "full" (M x N)
+    target: bool = True  # False: no Y, a target of zeros
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        """The quantities this variant has: dY only with a target, db only with a bias."""
+        return tuple(
+            q
+            for q in QUANTITIES
+            if (q != "dY" or self.target) and (q != "db" or self.bias != "none")
+        )
+
+    @property
+    def gradients(self) -> tuple[str, ...]:
+        return tuple(q for q in self.quantities if q != "f")
+
+    @property
+    def name(self) -> Optional[str]:
+        """The --exercise this variant is, if any."""
+        return next((n for n, v in EXERCISES.items() if v == self), None)
+
+    def formulas(self) -> dict[str, str]:
+        return formulas(
+            bias=False if self.bias == "none" else self.bias,
+            activation="relu" if self.activation == "relu" else None,
+            target=self.target,
+        )
+
+    def options(self, b: Optional[Tensor]) -> dict:
+        """The keyword arguments that select this variant in grads and the references.
+
+        Only those that differ from the API's defaults, so the classic variant
+        calls every method as grads(X, W, Y), exactly as before the general form.
+        """
+        kwargs = {}
+        if b is not None:
+            kwargs["bias"] = b
+        if self.activation != "relu":
+            kwargs["activation"] = None
+        return kwargs
+
+
+# The named exercises of --exercise. "linear-bias" is issue #10's: seed 0,
+# x = randn(10, 4), w = randn(4, 4), b = randn(10, 4),
+# y = (x.mm(w) + b).pow(2).sum() = 162.5566.
+CLASSIC = Variant()
+EXERCISES = {
+    "relu": CLASSIC,
+    "linear-bias": Variant(activation="identity", bias="full", target=False),
+}
+
+
+def bias_shape(variant: Variant, shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """b's shape: (N,) for a row bias, (M, N) for a full one, () for none."""
+    M, _, N = shape
+    return {"none": (), "row": (N,), "full": (M, N)}[variant.bias]
+
+
+def quantity_shapes(variant: Variant, shape: tuple[int, int, int]) -> dict[str, list[int]]:
+    """Each quantity's shape (each gradient has its input's)."""
+    M, K, N = shape
+    shapes = {"f": [], "dW": [K, N], "dX": [M, K], "dY": [M, N]}
+    shapes["db"] = list(bias_shape(variant, shape))
+    return {q: shapes[q] for q in variant.quantities}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
-def describe_inputs(seed: int, shape: tuple[int, int, int], dtype: torch.dtype, device: str) -> str:
+def _randn_text(dims) -> str:
+    return f"randn({', '.join(map(str, dims))})"
+
+
+def describe_inputs(
+    seed: int,
+    shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    device: str,
+    variant: Variant = CLASSIC,
+) -> str:
     """One sentence saying how the inputs were made."""
     M, K, N = shape
-    text = (
-        f"torch.manual_seed({seed}); X = randn({M}, {K}); W = randn({K}, {N}); "
-        f"Y = randn({M}, {N})  -- drawn in float32 on the CPU"
-    )
+    draws = [f"X = randn({M}, {K})", f"W = randn({K}, {N})"]
+    if variant.target:
+        draws.append(f"Y = randn({M}, {N})")
+    if variant.bias != "none":
+        draws.append(f"b = {_randn_text(bias_shape(variant, shape))}")
+    text = f"torch.manual_seed({seed}); " + "; ".join(draws) + "  -- drawn in float32 on the CPU"
+    if not variant.target:
+        text += "; no Y (a target of zeros)"
     steps = []
     if dtype != torch.float32:
         steps.append(f"cast to {_dtype_name(dtype)}")
@@ -83,6 +182,7 @@ class CheckResult:
     # assert_close's defaults for dtype, where every quantity's tolerance starts
     rtol: float
     atol: float
+    variant: Variant = CLASSIC
     # tolerances[quantity] -> (rtol, atol) the verdicts used
     tolerances: dict[str, tuple[float, float]] = field(default_factory=dict)
     # values[method][quantity] -> tensor (None when not produced)
@@ -110,42 +210,58 @@ class CheckResult:
         return out
 
 
-def _compute(method, X: Tensor, W: Tensor, Y: Tensor):
-    """Run one method; return ({quantity: tensor or None}, error or None)."""
+def _compute(method, inputs: tuple, options: dict, quantities: tuple[str, ...]):
+    """Run one method; return ({quantity: tensor or None}, error or None).
+
+    Grads has four fields and GradsWithBias five (db last), so the result
+    must have the length for the options given: with a bias, five.
+    """
+    fields = QUANTITIES if "bias" in options else QUANTITIES[:4]
     try:
-        result = tuple(method(X, W, Y))
+        result = tuple(method(*inputs, **options))
     except Exception as exc:  # reported, never a traceback
-        return dict.fromkeys(QUANTITIES), f"{type(exc).__name__}: {exc}"
-    if len(result) != len(QUANTITIES):
-        return (
-            dict.fromkeys(QUANTITIES),
-            f"returned {len(result)} values, expected (loss, dW, dX, dY)",
-        )
-    return {q: (None if t is None else t.detach()) for q, t in zip(QUANTITIES, result)}, None
+        return dict.fromkeys(quantities), f"{type(exc).__name__}: {exc}"
+    if len(result) != len(fields):
+        names = ", ".join(("loss",) + fields[1:])
+        return dict.fromkeys(quantities), f"returned {len(result)} values, expected ({names})"
+    values = dict(zip(fields, result))
+    return {q: (None if values[q] is None else values[q].detach()) for q in quantities}, None
 
 
 def run_check(
-    seed: int, shape: tuple[int, int, int], dtype: torch.dtype, device: str
+    seed: int,
+    shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    device: str,
+    variant: Variant = CLASSIC,
 ) -> CheckResult:
     """Draw the inputs, compute with all three methods, compare with autograd.
 
-    Each quantity is judged with its own (rtol, atol) from
+    The inputs are drawn in the order X, W, [Y], [b] from one generator
+    seeded ``seed``. Each quantity is judged with its own (rtol, atol) from
     relufrob.tolerance.parity_tolerance.
     """
     rtol, atol = ASSERT_CLOSE_DEFAULTS[dtype]
-    result = CheckResult(seed, tuple(shape), dtype, str(device), rtol, atol)
-    X, W, Y = make_inputs(*shape, dtype=dtype, device=device, seed=seed)
+    shape = tuple(shape)
+    result = CheckResult(seed, shape, dtype, str(device), rtol, atol, variant)
+    X, W, Y, *b = make_inputs(
+        *shape,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        target=variant.target,
+        bias=None if variant.bias == "none" else variant.bias,
+    )
+    options = variant.options(b[0] if b else None)
     methods = {"autograd": autograd_grads, "formulas": formula_grads, "relufrob": grads}
     for name in METHODS:
-        values, error = _compute(methods[name], X, W, Y)
+        values, error = _compute(methods[name], (X, W, Y), options, variant.quantities)
         result.values[name] = values
         if error is not None:
             result.errors[name] = error
-    for q in QUANTITIES:
+    for q in variant.quantities:
         expected = result.values[REFERENCE][q]
-        q_rtol, q_atol = (
-            (rtol, atol) if expected is None else parity_tolerance(q, expected, tuple(shape))
-        )
+        q_rtol, q_atol = (rtol, atol) if expected is None else parity_tolerance(q, expected, shape)
         result.tolerances[q] = (q_rtol, q_atol)
         result.comparisons[q] = {
             m: compare(result.values[m][q], expected, q_rtol, q_atol) for m in CANDIDATES
@@ -176,10 +292,10 @@ def _shape_text(t: Tensor) -> str:
 
 
 def format_matrix(t: Tensor, indent: str = "    ") -> list[str]:
-    """Every entry of a 2-D tensor, one row per line, right-aligned."""
+    """Every entry of a 2-D tensor, one row per line, right-aligned (a 1-D one as a row)."""
     if t.numel() == 0:
         return [f"{indent}(empty, shape {_shape_text(t)})"]
-    t64 = t.to(torch.float64)
+    t64 = t.to(torch.float64).reshape(-1, t.shape[-1])
     finite = t64[t64.isfinite()]
     biggest = finite.abs().max().item() if finite.numel() else 0.0
     fmt = "{: .6f}" if biggest < 1e4 else "{: .6e}"
@@ -228,20 +344,61 @@ def _value_lines(r: CheckResult, q: str, full: bool) -> list[str]:
     return lines
 
 
+def frobenius_text(f: str) -> str:
+    """'f = sum((R)^2)' or 'f = sum(R^2)' as 'f = ||R||_F^2', the same objective as a norm."""
+    residual = f.removeprefix("f = sum(").removesuffix("^2)")
+    if residual.startswith("(") and residual.endswith(")"):
+        residual = residual[1:-1]
+    return f"f = ||{residual}||_F^2"
+
+
+def describe_variant(variant: Variant, shape: tuple[int, int, int]) -> str:
+    """E.g. 'activation identity, bias full (10 x 4), no target'."""
+    parts = [f"activation {variant.activation}"]
+    if variant.bias == "none":
+        parts.append("no bias")
+    else:
+        dims = " x ".join(map(str, bias_shape(variant, shape)))
+        parts.append(f"bias {variant.bias} ({dims})")
+    parts.append("target Y" if variant.target else "no target (Y = 0)")
+    text = ", ".join(parts)
+    return text + (f"  [--exercise {variant.name}]" if variant.name else "")
+
+
+# Rounding keeps a sign, so without a bias autograd's ReLU mask in float16 and
+# bfloat16 is relufrob's; X W rounded and then added to b can cancel to the
+# other side of 0. Such a flip moves G by a whole term, 2 |Y| where Y is
+# given, which no tolerance that still catches a masking bug allows.
+_MASK_NOTE = (
+    "Note: autograd also rounds X W to {name} before adding b, so where X W + b "
+    "nearly cancels its ReLU mask can differ from relufrob's (which is closer to "
+    "float64); with a target such an entry moves dW, dX and db by a whole term, "
+    "beyond the tolerance. Check a derivation in float32 or float64."
+)
+
+
 def format_report(r: CheckResult, show_matrices: bool = False) -> str:
     """The report ``check`` prints without --json."""
-    M, K, N = r.shape
-    shapes = {"f": "scalar", "dW": f"{K} x {N}", "dX": f"{M} x {K}", "dY": f"{M} x {N}"}
+    shapes = {
+        q: " x ".join(map(str, dims)) if dims else "scalar"
+        for q, dims in quantity_shapes(r.variant, r.shape).items()
+    }
     name = _dtype_name(r.dtype)
+    closed_forms = r.variant.formulas()
     out = [
         f"relufrob {__version__} check  (torch {torch.__version__})",
         "",
         "Objective:",
-        f"  {FORMULAS['f']}      i.e. f = ||relu(X W) - Y||_F^2",
+        f"  {closed_forms['f']}      i.e. {frobenius_text(closed_forms['f'])}",
         "Closed-form gradients:",
-        *(f"  {FORMULAS[q]}" for q in ("dW", "dX", "dY")),
+        *(f"  {closed_forms[q]}" for q in r.variant.gradients),
         "",
-        f"Inputs: {describe_inputs(r.seed, r.shape, r.dtype, r.device)}",
+    ]
+    # The classic variant's report stays as it was before the general form.
+    if r.variant != CLASSIC:
+        out.append(f"Variant: {describe_variant(r.variant, r.shape)}")
+    out += [
+        f"Inputs: {describe_inputs(r.seed, r.shape, r.dtype, r.device, r.variant)}",
         f"dtype {name}, device {r.device}, reduction sum",
         f"Tolerance: rtol {_g(r.rtol)}, atol {_g(r.atol)} "
         f"(torch.testing.assert_close defaults for {name});",
@@ -253,9 +410,11 @@ def format_report(r: CheckResult, show_matrices: bool = False) -> str:
             f"relufrob computes in float32; the tolerances allow for the few "
             f"{name} ulps this changes."
         )
+        if r.variant.activation == "relu" and r.variant.bias != "none":
+            out.append(_MASK_NOTE.format(name=name))
     for m, err in r.errors.items():
         out.append(f"ERROR: {m} raised {err}")
-    for q in QUANTITIES:
+    for q in r.variant.quantities:
         out += ["", f"{_TITLES[q]} ({shapes[q]}):"]
         out += _value_lines(r, q, show_matrices)
         q_rtol, q_atol = r.tolerances[q]
@@ -290,10 +449,11 @@ def _json_tensor(t: Optional[Tensor]):
 def report_json(r: CheckResult, show_matrices: bool = False) -> dict:
     """The document ``check --json`` prints: the figures of the report."""
     M, K, N = r.shape
-    shapes = {"f": [], "dW": [K, N], "dX": [M, K], "dY": [M, N]}
+    shapes = quantity_shapes(r.variant, r.shape)
     name = _dtype_name(r.dtype)
+    closed_forms = r.variant.formulas()
     quantities = {}
-    for q in QUANTITIES:
+    for q in r.variant.quantities:
         q_rtol, q_atol = r.tolerances[q]
         vs_autograd = {
             m: {
@@ -321,15 +481,17 @@ def report_json(r: CheckResult, show_matrices: bool = False) -> dict:
         "dtype": name,
         "device": r.device,
         "reduction": "sum",
-        "inputs": describe_inputs(r.seed, r.shape, r.dtype, r.device),
-        "objective": FORMULAS["f"],
-        "formulas": {q: FORMULAS[q] for q in ("dW", "dX", "dY")},
+        "variant": {**asdict(r.variant), "exercise": r.variant.name},
+        "inputs": describe_inputs(r.seed, r.shape, r.dtype, r.device, r.variant),
+        "objective": closed_forms["f"],
+        "formulas": {q: closed_forms[q] for q in r.variant.gradients},
         "tolerance": {
             "defaults": {"rtol": r.rtol, "atol": r.atol},
             "source": f"torch.testing.assert_close defaults for {name}",
             "rule": tolerance_rule(r.dtype),
             "per_quantity": {
-                q: {"rtol": r.tolerances[q][0], "atol": r.tolerances[q][1]} for q in QUANTITIES
+                q: {"rtol": r.tolerances[q][0], "atol": r.tolerances[q][1]}
+                for q in r.variant.quantities
             },
         },
         "errors": dict(r.errors),

@@ -12,8 +12,21 @@ from .validation import check_args
 
 
 @torch.library.register_fake("relufrob::grads")
-def _grads_fake(X, W, Y, need_dW=True, need_dX=True, need_dY=True, reduction="sum"):
-    check_args(X, W, Y, reduction)
+def _grads_fake(
+    X,
+    W,
+    Y,
+    *,
+    bias=None,
+    activation="relu",
+    reduction="sum",
+    scale=1.0,
+    need_dW=True,
+    need_dX=True,
+    need_dY=True,
+    need_db=True,
+):
+    check_args(X, W, Y, reduction, bias, activation)
 
     def placeholder():
         return X.new_empty((0,))
@@ -22,11 +35,12 @@ def _grads_fake(X, W, Y, need_dW=True, need_dX=True, need_dY=True, reduction="su
         X.new_empty(()),
         W.new_empty(W.shape) if need_dW else placeholder(),
         X.new_empty(X.shape) if need_dX else placeholder(),
-        Y.new_empty(Y.shape) if need_dY else placeholder(),
+        Y.new_empty(Y.shape) if need_dY and Y is not None else placeholder(),
+        bias.new_empty(bias.shape) if need_db and bias is not None else placeholder(),
     )
 
 
 @torch.library.register_fake("relufrob::loss")
-def _loss_fake(X, W, Y, reduction="sum"):
-    check_args(X, W, Y, reduction)
+def _loss_fake(X, W, Y, *, bias=None, activation="relu", reduction="sum", scale=1.0):
+    check_args(X, W, Y, reduction, bias, activation)
     return X.new_empty(())

@@ -1,5 +1,5 @@
-"""The public API: relufrob.grads, relufrob.loss, the Grads they return, build_info
-and cpu_kernels.
+"""The public API: relufrob.grads, relufrob.loss, the Grads and GradsWithBias
+they return, build_info and cpu_kernels.
 
 Validation and allocation happen in C++; these wrappers only translate the
 keyword interface into the op's flags and turn the placeholders of gradients
@@ -7,18 +7,18 @@ that were not asked for into None.
 """
 
 from collections.abc import Iterable
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
-from ._C import _set_grads_type
+from ._C import _set_grads_types
 from ._C import build_info as _build_info
 from ._C import cpu_kernels as _cpu_kernels
 from ._C import grads_fast as _grads_fast
 from .validation import explain_failure
 
-__all__ = ["Grads", "grads", "loss", "build_info", "cpu_kernels"]
+__all__ = ["Grads", "GradsWithBias", "grads", "loss", "build_info", "cpu_kernels"]
 
 
 class Grads(NamedTuple):
@@ -30,24 +30,35 @@ class Grads(NamedTuple):
     dY: Optional[Tensor]
 
 
+class GradsWithBias(NamedTuple):
+    """Grads, plus db: the gradient with respect to the bias, in bias's shape."""
+
+    loss: Tensor
+    dW: Optional[Tensor]
+    dX: Optional[Tensor]
+    dY: Optional[Tensor]
+    db: Optional[Tensor]
+
+
 _grads_op = torch.ops.relufrob.grads.default
 # _grads_fast is the same dispatcher op bound directly, returning the finished
 # Grads: torch.ops' generic Python argument matching costs more than a whole
 # 10x4x4 problem. A C function is invisible to torch.compile and to
 # __torch_function__ (modes and tensor subclasses), so those cases keep using
 # _grads_op. It returns None for arguments it does not take (non-tensors).
-_set_grads_type(Grads)
+_set_grads_types(Grads, GradsWithBias)
 _is_compiling = torch.compiler.is_compiling
 _torch_function_mode_enabled = torch._C._is_torch_function_mode_enabled
 _has_torch_function = torch.overrides.has_torch_function
 _loss_op = torch.ops.relufrob.loss.default
 
-_ALL = ("X", "W", "Y")
-_NEED_ALL = (True, True, True)
+_NAMES = ("X", "W", "Y", "b")
 
 
-def _need_flags(wrt) -> tuple[bool, bool, bool]:
-    """(need_dW, need_dX, need_dY) for a `wrt` selection such as ("W",)."""
+def _need_flags(wrt, has_y: bool, has_bias: bool) -> tuple[bool, bool, bool, bool]:
+    """(need_dW, need_dX, need_dY, need_db) for a `wrt` selection such as ("W",)."""
+    if wrt is None:
+        return (True, True, has_y, has_bias)
     if isinstance(wrt, str):
         wrt = (wrt,)
     try:
@@ -55,62 +66,105 @@ def _need_flags(wrt) -> tuple[bool, bool, bool]:
     except TypeError:
         raise TypeError(
             "relufrob.grads: wrt must be a sequence of input names among "
-            f"'X', 'W', 'Y', got {type(wrt).__name__}"
+            f"'X', 'W', 'Y', 'b', got {type(wrt).__name__}"
         ) from None
-    unknown = [n for n in names if n not in _ALL]
+    unknown = [n for n in names if n not in _NAMES]
     if unknown:
         raise ValueError(
-            f"relufrob.grads: wrt must name inputs among 'X', 'W', 'Y', got {unknown[0]!r}"
+            f"relufrob.grads: wrt must name inputs among 'X', 'W', 'Y', 'b', got {unknown[0]!r}"
         )
-    return ("W" in names, "X" in names, "Y" in names)
+    if "Y" in names and not has_y:
+        raise ValueError("relufrob.grads: wrt names 'Y', but Y is None (there is no dY)")
+    if "b" in names and not has_bias:
+        raise ValueError("relufrob.grads: wrt names 'b', but bias is None (there is no db)")
+    return ("W" in names, "X" in names, "Y" in names, "b" in names)
 
 
 def grads(
-    X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum", wrt: Iterable[str] = _ALL
-) -> Grads:
-    """Loss f = ||relu(X W) - Y||_F^2 and its gradients, in one fused call.
+    X: Tensor,
+    W: Tensor,
+    Y: Optional[Tensor],
+    *,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = "relu",
+    reduction: str = "sum",
+    wrt: Optional[Iterable[str]] = None,
+) -> Union[Grads, GradsWithBias]:
+    """Loss f = ||act(X W + b) - Y||_F^2 and its gradients, in one fused call.
 
     Args:
-        X: (*, K) inputs. W: (K, N) weights. Y: (*, N) targets, with X's
-            leading shape. Any strides; float16, bfloat16, float32 or float64,
-            all three the same dtype and device.
+        X: (*, K) inputs. W: (K, N) weights. Y: (*, N) targets with X's
+            leading shape, or None for a target of zeros. Any strides;
+            float16, bfloat16, float32 or float64, all the same dtype and
+            device.
+        bias: None; an (N,) vector added to every row, as nn.Linear's; or a
+            tensor of the output's shape (*, N), added elementwise.
+        activation: "relu" (default) or None (the identity: no mask).
         reduction: "sum" (default) or "mean", which divides the loss and every
-            gradient by Y.numel().
-        wrt: which gradients to compute, as input names, e.g. ``wrt=("W",)``.
-            The others come back as None and cost nothing.
+            gradient by the output's element count.
+        wrt: which gradients to compute, as input names among "X", "W", "Y"
+            and "b", e.g. ``wrt=("W",)``. Default: every input given. The
+            others come back as None and cost nothing.
 
     Returns:
-        Grads(loss, dW, dX, dY): a 0-dim loss and each gradient in its input's
-        shape, dtype and device. The results never carry an autograd graph.
+        Grads(loss, dW, dX, dY) without a bias, GradsWithBias(loss, dW, dX,
+        dY, db) with one: a 0-dim loss and each gradient in its input's
+        shape, dtype and device (dY is None when Y is). The results never
+        carry an autograd graph.
     """
-    need = _NEED_ALL if wrt is _ALL else _need_flags(wrt)
+    need = _need_flags(wrt, Y is not None, bias is not None)
     try:
         if not (
-            _is_compiling() or _torch_function_mode_enabled() or _has_torch_function((X, W, Y))
+            _is_compiling()
+            or _torch_function_mode_enabled()
+            or _has_torch_function((X, W) if Y is None else (X, W, Y))
+            or (bias is not None and _has_torch_function((bias,)))
         ):
-            out = _grads_fast(X, W, Y, need[0], need[1], need[2], reduction)
+            out = _grads_fast(X, W, Y, bias, activation, reduction, 1.0, *need)
             if out is not None:
                 return out
-        f, dW, dX, dY = _grads_op(X, W, Y, need[0], need[1], need[2], reduction)
+        f, dW, dX, dY, db = _grads_op(
+            X,
+            W,
+            Y,
+            bias=bias,
+            activation=activation,
+            reduction=reduction,
+            need_dW=need[0],
+            need_dX=need[1],
+            need_dY=need[2],
+            need_db=need[3],
+        )
     except (TypeError, NotImplementedError, RuntimeError):
-        explain_failure(X, W, Y, reduction)
+        explain_failure(X, W, Y, reduction, bias, activation)
         raise
-    return Grads(f, dW if need[0] else None, dX if need[1] else None, dY if need[2] else None)
+    dW, dX, dY, db = (g if wanted else None for g, wanted in zip((dW, dX, dY, db), need))
+    if bias is None:
+        return Grads(f, dW, dX, dY)
+    return GradsWithBias(f, dW, dX, dY, db)
 
 
-def loss(X: Tensor, W: Tensor, Y: Tensor, *, reduction: str = "sum") -> Tensor:
-    """The loss f = ||relu(X W) - Y||_F^2 as a differentiable 0-dim tensor.
+def loss(
+    X: Tensor,
+    W: Tensor,
+    Y: Optional[Tensor],
+    *,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = "relu",
+    reduction: str = "sum",
+) -> Tensor:
+    """The loss f = ||act(X W + b) - Y||_F^2 as a differentiable 0-dim tensor.
 
     The forward computes, in the same fused pass, the gradients of exactly the
     inputs that require grad; backward only scales them by grad_output.
-    X, W and Y are saved for backward (for an exact double backward), so
-    modifying any of them in place before backward raises, as autograd does
-    for saved tensors. Arguments are as for :func:`grads`.
+    X, W, Y and bias are saved for backward (for an exact double backward),
+    so modifying any of them in place before backward raises, as autograd
+    does for saved tensors. Arguments are as for :func:`grads`.
     """
     try:
-        return _loss_op(X, W, Y, reduction)
+        return _loss_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
     except (TypeError, NotImplementedError, RuntimeError):
-        explain_failure(X, W, Y, reduction)
+        explain_failure(X, W, Y, reduction, bias, activation)
         raise
 
 

@@ -33,14 +33,17 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _LOSS_NAMES = ("loss", "f")
 
 
-def _sum_length(name: str, mkn: tuple[int, int, int]) -> int:
+def _sum_length(name: str, mkn: tuple[int, int, int], numel: int = 0) -> int:
     """L: how many rounded terms feed one entry of `name`, through XW and after."""
     M, K, N = mkn
+    if name == "db" and numel != M * N:
+        return M + K  # an (N,) bias: Z = XW (K terms), then db sums G over M rows
     if name == "dW":
         return M + K  # Z = XW (K terms), then dW = X^T G (M terms)
     if name == "dX":
         return N + K  # Z = XW (K terms), then dX = G W^T (N terms)
-    # dY = -2 R and the loss: R = relu(XW) - Y carries the error of Z (K terms);
+    # dY = -2 R, a full bias's db = G and the loss: R = relu(XW) - Y carries
+    # the error of Z (K terms);
     # the loss then sums squares, which are never negative, so nothing cancels.
     return K
 
@@ -51,7 +54,9 @@ def parity_tolerance(
     """(rtol, atol) for comparing relufrob's `name` with autograd's `expected`.
 
     Args:
-        name: "loss" (or "f"), "dW", "dX" or "dY".
+        name: "loss" (or "f"), "dW", "dX", "dY" or "db" (the bias's gradient:
+            an (N,) bias's sums G over the M rows, as dW does; a full bias's
+            is G, as exact as dY).
         expected: autograd's value of that quantity (it sets the dtype and the
             scale of the allowance).
         mkn: (M, K, N) of the problem, X being M x K and W K x N; None gives
@@ -60,13 +65,14 @@ def parity_tolerance(
     The rule: rtol is torch.testing.assert_close's default for
     ``expected.dtype``; atol is the default atol or, when larger,
 
-    * float32/float64, dW, dX, dY:  2 * eps * sqrt(L) * S
+    * float32/float64, dW, dX, dY, db:  2 * eps * sqrt(L) * S
     * float32/float64, the loss:    nothing (the defaults)
     * float16/bfloat16, all four:   2 * eps32 * sqrt(L) * S  +  4 * eps * S
 
     where eps = torch.finfo(expected.dtype).eps, eps32 = float32's eps,
     S = max|finite entry of expected| (|loss| for the loss), and L = M + K for
-    dW, N + K for dX, K for dY and for the loss. The comparison is then
+    dW and an (N,) bias's db, N + K for dX, K for dY, a full bias's db and
+    the loss. The comparison is then
     assert_close's ``|actual - expected| <= atol + rtol * |expected|``.
 
     Why:
@@ -140,11 +146,12 @@ def parity_tolerance(
         if not low_precision:
             return rtol, atol
         length = _sum_length("loss", mkn)
-    elif name in ("dW", "dX", "dY"):
-        length = _sum_length(name, mkn)
+    elif name in ("dW", "dX", "dY", "db"):
+        length = _sum_length(name, mkn, expected.numel())
     else:
         raise ValueError(
-            f"parity_tolerance: unknown quantity {name!r}; expected 'loss', 'f', 'dW', 'dX' or 'dY'"
+            f"parity_tolerance: unknown quantity {name!r}; "
+            "expected 'loss', 'f', 'dW', 'dX', 'dY' or 'db'"
         )
     finite = expected.detach()
     finite = finite[torch.isfinite(finite)]

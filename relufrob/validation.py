@@ -11,7 +11,13 @@ tests/test_errors.py holds them against each other.
 import torch
 from torch import Tensor
 
-__all__ = ["FLOAT_DTYPES", "check_args", "explain_failure"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "check_activation",
+    "check_args",
+    "check_reduction",
+    "explain_failure",
+]
 
 # The dtypes relufrob accepts, by the names the command lines use.
 FLOAT_DTYPES = {
@@ -30,26 +36,59 @@ def _check_layout(name: str, t: Tensor) -> None:
         )
 
 
-def _check_devices(X: Tensor, W: Tensor, Y: Tensor) -> None:
-    for name, t in (("W", W), ("Y", Y)):
+def _check_devices(X: Tensor, others) -> None:
+    """others: (name, tensor) pairs that must be on X's device."""
+    for name, t in others:
         if t.device != X.device:
             raise ValueError(
                 f"relufrob: {name} must be on the same device as X ({X.device}), got {t.device}"
             )
 
 
-def check_args(X, W, Y, reduction: str) -> None:
+_ACTIVATIONS = "'relu' or None"
+
+
+def _check_bias(X: Tensor, N, bias: Tensor) -> None:
+    """(N,) or the output's full shape (*, N), as in C++'s check_bias."""
+    _check_kind("bias", bias)
+    if bias.dim() == 1 and bias.shape[0] == N:
+        return
+    out_shape = [*X.shape[:-1], N]
+    if list(bias.shape) != out_shape:
+        raise ValueError(
+            f"relufrob: bias must have shape (N,) = ({N},) or the output's shape (*, N) = "
+            f"{out_shape}, got bias shape {list(bias.shape)}"
+        )
+
+
+def _check_kind(name: str, t: Tensor) -> None:
+    _check_layout(name, t)
+    if t.dtype not in FLOAT_DTYPES.values():
+        raise TypeError(
+            f"relufrob: {name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}"
+        )
+
+
+def check_activation(activation) -> None:
+    if activation is not None and activation != "relu":
+        raise ValueError(f"relufrob: activation must be {_ACTIVATIONS}, got {activation!r}")
+
+
+def check_reduction(reduction) -> None:
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"relufrob: reduction must be 'sum' or 'mean', got {reduction!r}")
+
+
+def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
     """Raise as C++ does for tensors it would refuse; in the same order.
 
     Shape conditions go through torch._check_value, so that under symbolic
     shapes they become runtime asserts instead of specialising the trace.
+    Y and bias may be None.
     """
-    for name, t in (("X", X), ("W", W), ("Y", Y)):
-        _check_layout(name, t)
-        if t.dtype not in FLOAT_DTYPES.values():
-            raise TypeError(
-                f"relufrob: {name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}"
-            )
+    named = [("X", X), ("W", W)] + ([("Y", Y)] if Y is not None else [])
+    for name, t in named:
+        _check_kind(name, t)
     if X.dim() < 1:
         raise ValueError(
             "relufrob: X must have shape (*, K) with at least 1 dimension, "
@@ -72,22 +111,34 @@ def check_args(X, W, Y, reduction: str) -> None:
             f"{list(X.shape[:-1])} and N = W.shape[1] = {N}, got Y shape {list(Y.shape)}"
         )
 
-    if Y.dim() != X.dim():
-        raise ValueError(bad_y())
-    for y, x in zip(Y.shape[:-1], X.shape[:-1]):
-        torch._check_value(y == x, bad_y)
-    torch._check_value(Y.shape[-1] == N, bad_y)
-    for name, t in (("W", W), ("Y", Y)):
+    if Y is not None:
+        if Y.dim() != X.dim():
+            raise ValueError(bad_y())
+        for y, x in zip(Y.shape[:-1], X.shape[:-1]):
+            torch._check_value(y == x, bad_y)
+        torch._check_value(Y.shape[-1] == N, bad_y)
+    if bias is not None:
+        _check_bias(X, N, bias)
+        named.append(("bias", bias))
+    for name, t in named[1:]:
         if t.dtype != X.dtype:
             raise TypeError(
                 f"relufrob: {name} must have the same dtype as X ({X.dtype}), got {t.dtype}"
             )
-    _check_devices(X, W, Y)
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"relufrob: reduction must be 'sum' or 'mean', got '{reduction}'")
+    _check_devices(X, named[1:])
+    check_activation(activation)
+    check_reduction(reduction)
 
 
-def explain_failure(X, W, Y, reduction) -> None:
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def explain_failure(X, W, Y, reduction, bias=None, activation="relu") -> None:
     """Raise a clear error for arguments the dispatcher refused before C++ saw them.
 
     Only reached after the op has failed, so the common path pays nothing;
@@ -95,14 +146,25 @@ def explain_failure(X, W, Y, reduction) -> None:
     """
     if not isinstance(reduction, str):
         raise TypeError(f"relufrob: reduction must be 'sum' or 'mean', got {reduction!r}")
-    for name, t in (("X", X), ("W", W), ("Y", Y)):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"relufrob: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(f"relufrob: activation must be {_ACTIVATIONS}, got {activation!r}")
+    # A str with no UTF-8 form (a lone surrogate) never reaches C++: torch
+    # refuses it with a confusing "Expected a value of type 'str'".
+    if not _utf8(reduction):
+        check_reduction(reduction)
+    if activation is not None and not _utf8(activation):
+        check_activation(activation)
+    named = [("X", X), ("W", W), ("Y", Y), ("bias", bias)]
+    for name, t in named:
+        if not isinstance(t, Tensor) and not (t is None and name in ("Y", "bias")):
+            allowed = "a torch.Tensor or None" if name in ("Y", "bias") else "a torch.Tensor"
+            raise TypeError(f"relufrob: {name} must be {allowed}, got {type(t).__name__}")
+    named = [(n, t) for n, t in named if t is not None]
     # Not check_args: torch.compile traces this function when the op fails
     # inside a compiled region, and cannot trace torch._check_value.
-    for name, t in (("X", X), ("W", W), ("Y", Y)):
+    for name, t in named:
         _check_layout(name, t)
-    _check_devices(X, W, Y)
+    _check_devices(X, named[1:])
     if X.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
         "relufrob::grads", X.device.type.upper()
     ):

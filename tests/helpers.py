@@ -42,18 +42,19 @@ def _check_output_meta(name, got, expected):
 
 
 def assert_grads_match(
-    got, expected, *, rtol=None, atol=None, equal_nan=False, mkn=None, fields=FIELDS
+    got, expected, *, rtol=None, atol=None, equal_nan=False, mkn=None, fields=None
 ) -> None:
     """Assert a relufrob Grads equals a reference Grads.
 
     Checks each field's type, shape, dtype and device, that the loss is 0-dim,
     and the values with assert_close's defaults (or the rtol/atol given).
-    Fields that are None in `expected` must be None in `got`. `mkn`=(M, K, N)
+    Fields that are None in `expected` must be None in `got`; `fields` (default:
+    all of them) selects which are compared. `mkn`=(M, K, N)
     enables the documented allowance for long sums in float32/float64
     (relufrob.tolerance.parity_tolerance; it leaves the loss at the defaults).
     """
-    assert isinstance(got, relufrob.Grads), f"expected relufrob.Grads, got {type(got)}"
-    for name in fields:
+    assert type(got) is type(expected), f"expected {type(expected).__name__}, got {type(got)}"
+    for name in fields or expected._fields:
         g, e = getattr(got, name), getattr(expected, name)
         if e is None:
             assert g is None, f"{name}: expected None, got {type(g)}"
@@ -79,10 +80,13 @@ def problem_size(X, W):
     return math.prod(X.shape[:-1]), K, N
 
 
-def assert_matches_autograd(X, W, Y, reduction="sum", *, equal_nan=False, **kw):
+def assert_matches_autograd(
+    X, W, Y, reduction="sum", *, bias=None, activation="relu", equal_nan=False, **kw
+):
     """Run relufrob.grads and reference.autograd_grads on the same inputs and compare."""
-    got = relufrob.grads(X, W, Y, reduction=reduction)
-    expected = reference.autograd_grads(X, W, Y, reduction)
+    general = {"bias": bias, "activation": activation}
+    got = relufrob.grads(X, W, Y, reduction=reduction, **general)
+    expected = reference.autograd_grads(X, W, Y, reduction, **general)
     kw.setdefault("mkn", problem_size(X, W))
     assert_grads_match(got, expected, equal_nan=equal_nan, **kw)
     return got, expected

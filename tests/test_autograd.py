@@ -19,10 +19,13 @@ NAMES = ("X", "W", "Y")
 
 
 def grads_of(fn, inputs, requires):
-    """Gradients of fn(*inputs) for the inputs flagged in `requires`."""
-    leaves = [t.detach().clone().requires_grad_(r) for t, r in zip(inputs, requires)]
+    """Gradients of fn(*inputs) for the inputs flagged in `requires` (None stays None)."""
+    leaves = [
+        None if t is None else t.detach().clone().requires_grad_(r)
+        for t, r in zip(inputs, requires)
+    ]
     fn(*leaves).backward()
-    return [t.grad for t in leaves]
+    return [None if t is None else t.grad for t in leaves]
 
 
 class RecordGradsCalls(TorchDispatchMode):
@@ -35,13 +38,8 @@ class RecordGradsCalls(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.ops.relufrob.grads.default:
-            args_full = list(args) + [True] * (6 - len(args))
-            self.flags.append(
-                tuple(
-                    kwargs.get(n, args_full[i])
-                    for i, n in ((3, "need_dW"), (4, "need_dX"), (5, "need_dY"))
-                )
-            )
+            # The flags are keyword-only in the schema.
+            self.flags.append(tuple(kwargs.get(n, True) for n in ("need_dW", "need_dX", "need_dY")))
         return func(*args, **kwargs)
 
 
@@ -322,3 +320,127 @@ def test_in_place_change_of_a_saved_input_is_detected():
     Y.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         f.backward()
+
+
+# --------------------------------------------------------------------------
+# The general form: bias, no activation, no target
+# --------------------------------------------------------------------------
+
+GENERAL = [
+    {"bias": "row"},
+    {"bias": "full"},
+    {"bias": "row", "activation": None, "target": False},
+    {"bias": None, "activation": None},
+    {"bias": "full", "activation": None, "target": False},
+]
+
+
+def general_case(M, K, N, *, bias=None, activation="relu", target=True, dtype=torch.float64):
+    X, W, Y = make_inputs(M, K, N, dtype=dtype)
+    gen = torch.Generator().manual_seed(7)
+    shape = {None: None, "row": (N,), "full": (*X.shape[:-1], N)}[bias]
+    b = None if shape is None else torch.randn(shape, generator=gen).to(dtype)
+    return [X, W, Y if target else None, b], activation
+
+
+def _given(inputs):
+    return [t for t in inputs if t is not None]
+
+
+def _loss_fn(fn, inputs, activation, reduction="sum"):
+    """fn as a function of the given tensors only (for gradcheck)."""
+    present = [t is not None for t in inputs]
+
+    def call(*given):
+        it = iter(given)
+        X, W, Y, b = (next(it) if p else None for p in present)
+        return fn(X, W, Y, bias=b, activation=activation, reduction=reduction)
+
+    return call
+
+
+@pytest.mark.parametrize("case", GENERAL, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_and_double_backward_general(case, reduction):
+    inputs, activation = general_case(6, 4, 3, **case)
+    given = [t.requires_grad_(True) for t in _given(inputs)]
+    fn = _loss_fn(relufrob.loss, inputs, activation, reduction)
+    assert torch.autograd.gradcheck(fn, tuple(given))
+    assert torch.autograd.gradgradcheck(fn, tuple(given))
+
+
+@pytest.mark.parametrize("case", GENERAL, ids=str)
+def test_loss_gradients_general_match_reference(case):
+    inputs, activation = general_case(9, 5, 4, **case)
+    given = _given(inputs)
+    ours = grads_of(_loss_fn(relufrob.loss, inputs, activation), given, [True] * len(given))
+    ref = grads_of(_loss_fn(reference.loss, inputs, activation), given, [True] * len(given))
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_only_the_bias_requires_grad():
+    inputs, activation = general_case(9, 5, 4, bias="row")
+    X, W, Y, b = inputs
+    b.requires_grad_(True)
+    with RecordGradsCalls() as rec:
+        f = relufrob.loss(X, W, Y, bias=b)
+    assert rec.flags == [(False, False, False)]  # need_db is the only one asked
+    f.backward()
+    torch.testing.assert_close(b.grad, reference.autograd_grads(X, W, Y, bias=b).db)
+
+
+def general_opcheck_samples():
+    for case in GENERAL:
+        for dtype in (torch.float32, torch.float64):
+            inputs, activation = general_case(7, 3, 5, dtype=dtype, **case)
+            for t in _given(inputs):
+                t.requires_grad_(True)
+            X, W, Y, b = inputs
+            yield (X, W, Y), {"bias": b, "activation": activation}
+
+
+@pytest.mark.parametrize(
+    "sample", list(general_opcheck_samples()), ids=lambda s: f"{s[1]['activation']}"
+)
+@pytest.mark.parametrize(
+    "op,extra",
+    [
+        (torch.ops.relufrob.grads.default, {}),
+        (torch.ops.relufrob.grads.default, {"need_dX": False, "scale": 0.25}),
+        (torch.ops.relufrob.loss.default, {}),
+        (torch.ops.relufrob.loss.default, {"reduction": "mean", "scale": 3.0}),
+    ],
+    ids=["grads", "grads-partial-scaled", "loss", "loss-mean-scaled"],
+)
+def test_opcheck_general(op, extra, sample):
+    args, kwargs = sample
+    torch.library.opcheck(op, args, {**kwargs, **extra})
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_the_op_scale_multiplies_loss_and_gradients(scale):
+    X, W, Y = make_inputs(30, 6, 5, dtype=torch.float64)
+    b = torch.randn(5, dtype=torch.float64)
+    op = torch.ops.relufrob.grads.default
+    plain = op(X, W, Y, bias=b, reduction="mean")
+    scaled = op(X, W, Y, bias=b, reduction="mean", scale=scale)
+    for a, e in zip(scaled, plain):
+        torch.testing.assert_close(a, e * scale)
+
+
+@pytest.mark.parametrize("case", GENERAL, ids=str)
+def test_compiled_general_loss_matches_eager(fresh_dynamo, case):
+    def step(X, W, Y, b):
+        return relufrob.loss(X, W, Y, bias=b, activation=activation)
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True)
+    for M in (9, 23):
+        inputs, activation = general_case(M, 5, 4, dtype=torch.float32, **case)
+        eager = grads_of(step, inputs, [t is not None for t in inputs])
+        traced = grads_of(compiled, inputs, [t is not None for t in inputs])
+        for a, b in zip(traced, eager):
+            if b is None:
+                assert a is None
+            else:
+                torch.testing.assert_close(a, b)

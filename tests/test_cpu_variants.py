@@ -34,6 +34,7 @@ SUITE = [
     "tests/test_parity_selective.py",
     "tests/test_parity_layouts.py",
     "tests/test_parity_empty.py",
+    "tests/test_parity_general.py",
     "tests/test_properties.py",
 ]
 

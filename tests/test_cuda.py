@@ -85,3 +85,41 @@ def test_deterministic_loss_on_cuda():
     first = relufrob.grads(X, W, Y, wrt=())
     for _ in range(3):
         assert torch.equal(relufrob.grads(X, W, Y, wrt=()).loss, first.loss)
+
+
+@pytest.mark.parametrize("bias", [None, "row", "full"])
+@pytest.mark.parametrize("activation", ["relu", None])
+@pytest.mark.parametrize("target", [True, False])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_general_form_on_cuda(bias, activation, target, reduction):
+    X, W, Y = inputs("cuda")
+    b = {None: None, "row": torch.randn(65), "full": torch.randn(257, 65)}[bias]
+    b = None if b is None else b.cuda()
+    Y = Y if target else None
+    got = relufrob.grads(X, W, Y, bias=b, activation=activation, reduction=reduction)
+    expected = reference.autograd_grads(X, W, Y, reduction, bias=b, activation=activation)
+    assert type(got) is type(expected)
+    for name in expected._fields:
+        e = getattr(expected, name)
+        if e is None:
+            assert getattr(got, name) is None
+        else:
+            torch.testing.assert_close(getattr(got, name), e, msg=name)
+
+
+def test_row_bias_gradient_deterministic_on_cuda():
+    X, W, Y = inputs("cuda", M=70001, K=16, N=33)
+    b = torch.randn(33, device="cuda")
+    first = relufrob.grads(X, W, Y, bias=b, wrt=("b",)).db
+    for _ in range(3):
+        assert torch.equal(relufrob.grads(X, W, Y, bias=b, wrt=("b",)).db, first)
+
+
+def test_general_loss_backward_on_cuda():
+    X, W, Y = inputs("cuda")
+    b = torch.randn(65, device="cuda", requires_grad=True)
+    W.requires_grad_(True)
+    relufrob.loss(X, W, None, bias=b, activation=None).backward()
+    ref = reference.autograd_grads(X, W, None, bias=b, activation=None)
+    torch.testing.assert_close(W.grad, ref.dW)
+    torch.testing.assert_close(b.grad, ref.db)

@@ -155,8 +155,11 @@ NON_TENSORS = {
 }
 
 
-@pytest.mark.parametrize("arg", ["X", "W", "Y"])
-@pytest.mark.parametrize("kind", list(NON_TENSORS))
+# Y=None is not a mistake but the zero target (test_parity_general.py).
+@pytest.mark.parametrize(
+    "arg,kind",
+    [(a, k) for a in ("X", "W", "Y") for k in NON_TENSORS if (a, k) != ("Y", "None")],
+)
 def test_non_tensor_arguments(arg, kind, entry):
     X, W, Y = _ok()
     t = {"X": X, "W": W, "Y": Y}
@@ -281,7 +284,7 @@ def test_non_string_reduction(entry, reduction):
         entry(X, W, Y, reduction=reduction)
 
 
-@pytest.mark.parametrize("wrt", [None, 3], ids=repr)
+@pytest.mark.parametrize("wrt", [3, 1.5], ids=repr)
 def test_non_sequence_wrt(wrt):
     X, W, Y = _ok()
     with pytest.raises(TypeError, match="wrt must be a sequence"):
@@ -363,3 +366,102 @@ def test_device_error_is_the_fake_kernels(arg):
     fake = _raised(lambda: relufrob.grads(t["X"], t["W"], t["Y"]))
     assert fake == (ValueError, f"relufrob: {arg} must be on the same device as X (cpu), got meta")
     assert _raised(lambda: explain_failure(t["X"], t["W"], t["Y"], "sum")) == fake
+
+
+# --------------------------------------------------------------------------
+# The general form's arguments: bias and activation
+# --------------------------------------------------------------------------
+
+BAD_BIAS_SHAPES = {
+    "N+1": (4,),
+    "M": (6,),
+    "0-d": (),
+    "M-by-N+1": (6, 4),
+    "extra-dim": (2, 6, 3),
+    "N-by-M": (3, 6),
+}
+
+
+@pytest.mark.parametrize("shape", list(BAD_BIAS_SHAPES.values()), ids=list(BAD_BIAS_SHAPES))
+def test_bias_of_another_shape(shape, entry):
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=_names("bias")) as info:
+        entry(X, W, Y, bias=torch.zeros(shape))
+    # The message gives both accepted shapes.
+    assert r"(N,) = (3,)" in str(info.value) and "[6, 3]" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int64, torch.bool], ids=str)
+def test_bias_of_another_dtype(dtype, entry):
+    X, W, Y = _ok()
+    with pytest.raises(TypeError, match=_names("bias")):
+        entry(X, W, Y, bias=torch.zeros(3, dtype=dtype))
+
+
+def test_bias_on_another_device(entry):
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=_names("bias") + ".*same device"):
+        entry(X, W, Y, bias=torch.zeros(3, device="meta"))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+def test_sparse_bias(entry):
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=_names("bias") + ".*dense"):
+        entry(X, W, Y, bias=torch.zeros(6, 3).to_sparse())
+
+
+@pytest.mark.parametrize("bias", [[0.0, 0.0, 0.0], 1.5, "b"], ids=repr)
+def test_non_tensor_bias(bias, entry):
+    X, W, Y = _ok()
+    with pytest.raises(TypeError, match=_names("bias") + " must be a torch.Tensor or None"):
+        entry(X, W, Y, bias=bias)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "identity", "RELU", "", "\udcff"], ids=repr)
+def test_unknown_activation(activation, entry):
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=r"^relufrob: activation must be 'relu' or None, got "):
+        entry(X, W, Y, activation=activation)
+
+
+@pytest.mark.parametrize("activation", [1, True, torch.relu], ids=repr)
+def test_non_string_activation(activation, entry):
+    X, W, Y = _ok()
+    with pytest.raises(TypeError, match=r"^relufrob: activation must be 'relu' or None"):
+        entry(X, W, Y, activation=activation)
+
+
+@pytest.mark.parametrize("where", ["reduction", "activation"])
+def test_a_str_without_utf8_is_a_value_error(where, entry):
+    # A lone surrogate cannot cross into C++; torch's own message for it
+    # ("Expected a value of type 'str'") would not say what is wrong.
+    X, W, Y = _ok()
+    with pytest.raises(ValueError, match=rf"^relufrob: {where} must be"):
+        entry(X, W, Y, **{where: "\udcff"})
+
+
+GENERAL_MESSAGE_CASES = {
+    "bias-shape": {"bias": torch.zeros(4)},
+    "bias-dtype": {"bias": torch.zeros(3, dtype=torch.float64)},
+    "bias-full-shape": {"bias": torch.zeros(5, 3)},
+    "activation": {"activation": "gelu"},
+    "bias-and-activation": {"bias": torch.zeros(3, dtype=torch.float16), "activation": "x"},
+}
+
+
+@pytest.mark.parametrize(
+    "op", [torch.ops.relufrob.grads.default, torch.ops.relufrob.loss.default], ids=["grads", "loss"]
+)
+@pytest.mark.parametrize("case", list(GENERAL_MESSAGE_CASES))
+def test_fake_kernel_errors_are_the_cpp_errors_general(case, op):
+    X, W, Y = _ok()
+    kwargs = GENERAL_MESSAGE_CASES[case]
+    cpp = _raised(lambda: op(X, W, Y, **kwargs))
+    assert cpp[1].startswith("relufrob: "), cpp
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(t) for t in (X, W, Y)]
+        fake_kwargs = {
+            k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()
+        }
+        assert _raised(lambda: op(*fake, **fake_kwargs)) == cpp

@@ -22,69 +22,98 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The closed-form gradients as differentiable ATen expressions; only used for
-// create_graph=True, where the graph must reach X, W and Y.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> differentiable_grads(const at::Tensor& X,
-                                                                    const at::Tensor& W,
-                                                                    const at::Tensor& Y,
-                                                                    double scale) {
-  const at::Tensor A = at::relu(at::matmul(X, W));
-  const at::Tensor R = A - Y;
+// The closed-form gradients (dW, dX, dY, db) as differentiable ATen
+// expressions; only used for create_graph=True, where the graph must reach
+// every input. `scale` is the whole loss scale (the op's times the mean's).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> differentiable_grads(
+    const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y, const at::Tensor& bias,
+    bool relu, double scale) {
+  at::Tensor Z = at::matmul(X, W);
+  if (bias.defined()) Z = Z + bias;
+  const at::Tensor A = relu ? at::relu(Z) : Z;
+  const at::Tensor R = Y.defined() ? A - Y : A;
   // threshold_backward is autograd's own ReLU backward (NaN passes through).
-  const at::Tensor G = at::threshold_backward((2.0 * scale) * R, A, 0);
+  const at::Tensor G = relu ? at::threshold_backward((2.0 * scale) * R, A, 0) : (2.0 * scale) * R;
   const int64_t K = W.size(0), N = W.size(1);
   // Not reshape({-1, K}): ambiguous when K or N is 0.
   const int64_t M = leading_rows(X);
   const at::Tensor dW = X.reshape({M, K}).t().mm(G.reshape({M, N}));
   const at::Tensor dX = at::matmul(G, W.t());
-  const at::Tensor dY = (-2.0 * scale) * R;
-  return {dW, dX, dY};
+  const at::Tensor dY = Y.defined() ? (-2.0 * scale) * R : at::Tensor();
+  at::Tensor db;
+  if (bias.defined()) db = bias.dim() == 1 ? G.reshape({M, N}).sum(0) : G;
+  return {dW, dX, dY, db};
 }
 
 class FusedLoss : public torch::autograd::Function<FusedLoss> {
  public:
+  // Y and bias are optional: an absent one is no Variable input at all.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& X, const at::Tensor& W,
-                            const at::Tensor& Y, c10::string_view reduction, GradRequest want) {
-    auto [loss, dW, dX, dY] = call_grads_op(X, W, Y, want, reduction);
-    // X, W and Y are saved only for the create_graph path; saving an input
-    // holds a reference, not a copy.
-    ctx->save_for_backward({X, W, Y, dW, dX, dY});
-    ctx->saved_data["reduction"] = std::string(reduction);
+                            const OptionalTensor& Y_opt, const OptionalTensor& bias_opt,
+                            OptionalString activation, c10::string_view reduction, double scale,
+                            GradRequest want) {
+    const at::Tensor Y = Y_opt.value_or(at::Tensor()), bias = bias_opt.value_or(at::Tensor());
+    GradsOptions options;
+    options.activation = activation ? std::optional<std::string_view>(*activation) : std::nullopt;
+    options.reduction = reduction;
+    options.scale = scale;
+    auto [loss, dW, dX, dY, db] = call_grads_op(X, W, Y, bias, options, want);
+    // X, W, Y and bias are saved only for the create_graph path; saving an
+    // input holds a reference, not a copy.
+    ctx->save_for_backward({X, W, Y, bias, dW, dX, dY, db});
+    ctx->saved_data["relu"] = activation.has_value();
+    ctx->saved_data["has_y"] = Y.defined();
+    ctx->saved_data["scale"] = scale * reduction_scale(reduction, leading_rows(X) * W.size(1));
     return loss;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &X = saved[0], &W = saved[1], &Y = saved[2];
-    at::Tensor dW = saved[3], dX = saved[4], dY = saved[5];
+    const at::Tensor &X = saved[0], &W = saved[1], &Y = saved[2], &bias = saved[3];
+    at::Tensor dW = saved[4], dX = saved[5], dY = saved[6], db = saved[7];
     if (at::GradMode::is_enabled()) {
-      const auto scale = reduction_scale(ctx->saved_data["reduction"].toStringRef(), Y.numel());
-      std::tie(dW, dX, dY) = differentiable_grads(X, W, Y, scale);
+      std::tie(dW, dX, dY, db) = differentiable_grads(
+          X, W, Y, bias, ctx->saved_data["relu"].toBool(), ctx->saved_data["scale"].toDouble());
     }
     const at::Tensor& g = grad_outputs[0];
-    return {ctx->needs_input_grad(0) ? g * dX : at::Tensor(),
-            ctx->needs_input_grad(1) ? g * dW : at::Tensor(),
-            ctx->needs_input_grad(2) ? g * dY : at::Tensor(), at::Tensor(), at::Tensor()};
+    // needs_input_grad counts Variable inputs only, and an absent Y is none.
+    const int bias_edge = ctx->saved_data["has_y"].toBool() ? 3 : 2;
+    const auto scaled = [&](bool present, int edge, const at::Tensor& grad) {
+      return present && ctx->needs_input_grad(edge) ? g * grad : at::Tensor();
+    };
+    return {scaled(true, 0, dX),
+            scaled(true, 1, dW),
+            scaled(Y.defined(), 2, dY),
+            scaled(bias.defined(), bias_edge, db),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
+            at::Tensor()};
   }
 };
 
 GradsResult grads_autograd(c10::DispatchKeySet keys, const at::Tensor& X, const at::Tensor& W,
-                           const at::Tensor& Y, bool need_dW, bool need_dX, bool need_dY,
-                           c10::string_view reduction) {
+                           const OptionalTensor& Y, const OptionalTensor& bias,
+                           OptionalString activation, c10::string_view reduction, double scale,
+                           bool need_dW, bool need_dX, bool need_dY, bool need_db) {
   const at::AutoDispatchBelowADInplaceOrView guard;
   // Straight to the backend kernel, without a second dispatch from the top.
-  return grads_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, X, W, Y, need_dW, need_dX,
-                               need_dY, reduction);
+  return grads_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, X, W, Y, bias, activation,
+                               reduction, scale, need_dW, need_dX, need_dY, need_db);
 }
 
-at::Tensor loss_autograd(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
-                         c10::string_view reduction) {
+at::Tensor loss_autograd(const at::Tensor& X, const at::Tensor& W, const OptionalTensor& Y,
+                         const OptionalTensor& bias, OptionalString activation,
+                         c10::string_view reduction, double scale) {
   // Decided here, not in forward(): Function::apply runs forward() with grad
   // mode off, so only the caller's mode says whether a graph will be built.
   const bool grad_on = at::GradMode::is_enabled();
-  const GradRequest want{grad_on && W.requires_grad(), grad_on && X.requires_grad(),
-                         grad_on && Y.requires_grad()};
-  return FusedLoss::apply(X, W, Y, reduction, want);
+  const auto wants_grad = [&](const at::Tensor& t) {
+    return grad_on && t.defined() && t.requires_grad();
+  };
+  const GradRequest want{wants_grad(W), wants_grad(X), wants_grad(Y.value_or(at::Tensor())),
+                         wants_grad(bias.value_or(at::Tensor()))};
+  return FusedLoss::apply(X, W, Y, bias, activation, reduction, scale, want);
 }
 
 }  // namespace

@@ -33,6 +33,12 @@ RELUFROB_HD bool relu_mask(T a) {
   return !(a <= T(0));
 }
 
+// Z = XW + b: the bias is added to the finished product, as `X @ W + b` does.
+template <typename T>
+RELUFROB_HD T add_bias(T xw, T b) {
+  return xw + b;
+}
+
 template <typename T>
 RELUFROB_HD T residual(T a, T y) {
   return a - y;
@@ -43,34 +49,50 @@ RELUFROB_HD T loss_term(T r) {
   return r * r;
 }
 
-// `two_scale` is 2 for reduction="sum" and 2/(M*N) for "mean". Folding the
-// scale into G before the GEMMs (instead of scaling dW/dX afterwards) keeps
-// 0 * inf out of the empty-dimension cases.
+// `two_scale` is 2 for reduction="sum" and 2/(M*N) for "mean" (times the
+// op's explicit scale). Folding the scale into G before the GEMMs (instead of
+// scaling dW/dX afterwards) keeps 0 * inf out of the empty-dimension cases.
 template <typename T>
 RELUFROB_HD T grad_y(T r, T two_scale) {
   return -(two_scale * r);
 }
 
-// The masked entries are written as exact zeros, never skipped: the GEMMs that
-// consume G must still see NaN * 0 = NaN where X or W hold NaN/Inf.
-template <typename T>
-RELUFROB_HD T grad_z(T a, T r, T two_scale) {
-  return relu_mask(a) ? two_scale * r : T(0);
+// The activation of the general form f = scale * ||act(XW + b) - Y||²:
+// relu, or the identity (no mask: every element gets its gradient).
+template <bool kRelu, typename T>
+RELUFROB_HD T activate(T z) {
+  if constexpr (kRelu) {
+    return relu(z);
+  } else {
+    return z;
+  }
 }
 
-// Everything the epilogue derives from one element of Z = XW and Y.
+// The masked entries are written as exact zeros, never skipped: the GEMMs that
+// consume G must still see NaN * 0 = NaN where X or W hold NaN/Inf.
+template <bool kRelu, typename T>
+RELUFROB_HD T grad_z(T a, T r, T two_scale) {
+  if constexpr (kRelu) {
+    return relu_mask(a) ? two_scale * r : T(0);
+  } else {
+    return two_scale * r;
+  }
+}
+
+// Everything the epilogue derives from one element of Z = XW + b and Y (a
+// missing Y is a target of zeros: a - 0 is a bitwise, -0 included).
 template <typename T>
 struct EpilogueValues {
-  T g;   // dL/dZ, the G consumed by the gradient GEMMs
-  T dy;  // dL/dY
+  T g;   // df/dZ, the G consumed by the gradient GEMMs (and df/db)
+  T dy;  // df/dY
   T sq;  // this element's contribution to the (unscaled) loss
 };
 
-template <typename T>
+template <bool kRelu, typename T>
 RELUFROB_HD EpilogueValues<T> epilogue(T z, T y, T two_scale) {
-  const T a = relu(z);
+  const T a = activate<kRelu>(z);
   const T r = residual(a, y);
-  return {grad_z(a, r, two_scale), grad_y(r, two_scale), loss_term(r)};
+  return {grad_z<kRelu>(a, r, two_scale), grad_y(r, two_scale), loss_term(r)};
 }
 
 }  // namespace relufrob

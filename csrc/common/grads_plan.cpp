@@ -5,6 +5,9 @@
 #include <c10/util/Exception.h>
 #include <c10/util/safe_numerics.h>
 
+#include <utility>
+#include <vector>
+
 namespace relufrob {
 namespace {
 
@@ -55,11 +58,53 @@ double reduction_scale(std::string_view reduction, int64_t numel) {
   return 1.0 / static_cast<double>(numel);
 }
 
+bool parse_activation(const std::optional<std::string_view>& activation) {
+  if (!activation) return false;
+  TORCH_CHECK_VALUE(*activation == "relu", kOp, ": activation must be 'relu' or None, got '",
+                    std::string(*activation), "'");
+  return true;
+}
+
+namespace {
+
+// W, then Y and bias where given: every dtype first, then every device.
+void check_same_dtype_and_device(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
+                                 const at::Tensor& bias) {
+  const std::pair<const char*, const at::Tensor*> others[] = {
+      {"W", &W}, {"Y", &Y}, {"bias", &bias}};
+  for (const auto& [name, t] : others) {
+    TORCH_CHECK_TYPE(!t->defined() || t->scalar_type() == X.scalar_type(), kOp, ": ", name,
+                     " must have the same dtype as X (", dtype_name(X.scalar_type()), "), got ",
+                     dtype_name(t->scalar_type()));
+  }
+  for (const auto& [name, t] : others) {
+    TORCH_CHECK_VALUE(!t->defined() || t->device() == X.device(), kOp, ": ", name,
+                      " must be on the same device as X (", X.device(), "), got ", t->device());
+  }
+}
+
+// (N,) is nn.Linear's bias; the output's shape (*, N) is the exercise's. For
+// a 1-D X both are (N,), and both readings give the same numbers.
+BiasKind check_bias(const at::Tensor& bias, const at::Tensor& X, int64_t N) {
+  if (!bias.defined()) return BiasKind::kNone;
+  check_tensor_kind(bias, "bias");
+  if (bias.dim() == 1 && bias.size(0) == N) return BiasKind::kRow;
+  std::vector<int64_t> out_shape = X.sizes().vec();
+  out_shape.back() = N;
+  TORCH_CHECK_VALUE(bias.sizes() == c10::IntArrayRef(out_shape), kOp,
+                    ": bias must have shape (N,) = (", N,
+                    ",) or the output's shape (*, N) = ", c10::IntArrayRef(out_shape),
+                    ", got bias shape ", bias.sizes());
+  return BiasKind::kFull;
+}
+
+}  // namespace
+
 GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
-                          GradRequest want, std::string_view reduction) {
+                          const at::Tensor& bias, const GradsOptions& options, GradRequest want) {
   check_tensor_kind(X, "X");
   check_tensor_kind(W, "W");
-  check_tensor_kind(Y, "Y");
+  if (Y.defined()) check_tensor_kind(Y, "Y");
 
   TORCH_CHECK_VALUE(X.dim() >= 1, kOp,
                     ": X must have shape (*, K) with at least 1 dimension, got "
@@ -70,34 +115,39 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
   TORCH_CHECK_VALUE(W.size(0) == K, kOp, ": W must have shape (K, N) with K = X.shape[-1] = ", K,
                     ", got W shape ", W.sizes());
   const int64_t N = W.size(1);
-  TORCH_CHECK_VALUE(
-      Y.dim() == X.dim() && Y.sizes().slice(0, Y.dim() - 1) == X.sizes().slice(0, X.dim() - 1) &&
-          Y.size(-1) == N,
-      kOp, ": Y must have shape (*, N) with X's leading dimensions ",
-      X.sizes().slice(0, X.dim() - 1), " and N = W.shape[1] = ", N, ", got Y shape ", Y.sizes());
+  if (Y.defined()) {
+    TORCH_CHECK_VALUE(
+        Y.dim() == X.dim() && Y.sizes().slice(0, Y.dim() - 1) == X.sizes().slice(0, X.dim() - 1) &&
+            Y.size(-1) == N,
+        kOp, ": Y must have shape (*, N) with X's leading dimensions ",
+        X.sizes().slice(0, X.dim() - 1), " and N = W.shape[1] = ", N, ", got Y shape ", Y.sizes());
+  }
+  const BiasKind bias_kind = check_bias(bias, X, N);
 
-  TORCH_CHECK_TYPE(W.scalar_type() == X.scalar_type(), kOp, ": W must have the same dtype as X (",
-                   dtype_name(X.scalar_type()), "), got ", dtype_name(W.scalar_type()));
-  TORCH_CHECK_TYPE(Y.scalar_type() == X.scalar_type(), kOp, ": Y must have the same dtype as X (",
-                   dtype_name(X.scalar_type()), "), got ", dtype_name(Y.scalar_type()));
-  TORCH_CHECK_VALUE(W.device() == X.device(), kOp, ": W must be on the same device as X (",
-                    X.device(), "), got ", W.device());
-  TORCH_CHECK_VALUE(Y.device() == X.device(), kOp, ": Y must be on the same device as X (",
-                    X.device(), "), got ", Y.device());
+  check_same_dtype_and_device(X, W, Y, bias);
 
   GradsPlan p;
+  p.relu = parse_activation(options.activation);
   p.K = K;
   p.N = N;
   p.M = leading_rows(X);
+  p.bias_kind = bias_kind;
+  want.dY = want.dY && Y.defined();
+  want.db = want.db && bias.defined();
   p.want = want;
-  p.scale = reduction_scale(reduction, Y.numel());
+  int64_t numel = 0;
+  TORCH_CHECK_VALUE(!c10::mul_overflows(p.M, N, &numel), kOp,
+                    ": the output (*, N) has more elements than int64 can count");
+  p.scale = options.scale * reduction_scale(options.reduction, numel);
 
   p.X = as_contiguous_2d(X, p.M, K);
   p.W = W.is_contiguous() ? W : W.contiguous();
-  p.Y = as_contiguous_2d(Y, p.M, N);
+  if (Y.defined()) p.Y = as_contiguous_2d(Y, p.M, N);
+  if (bias_kind == BiasKind::kRow) p.bias = bias.is_contiguous() ? bias : bias.contiguous();
+  if (bias_kind == BiasKind::kFull) p.bias = as_contiguous_2d(bias, p.M, N);
 
   // On CPU, allocate directly: going through the dispatcher for each of the
-  // four outputs is a measurable share of a 10x4x4 call.
+  // outputs is a measurable share of a 10x4x4 call.
   const auto opts = X.options();
   const bool on_cpu = X.is_cpu();
   const auto empty = [&](at::IntArrayRef sizes) {
@@ -121,6 +171,12 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
     p.dY2 = as_2d(p.dY, p.M, N);
   } else {
     p.dY = placeholder();
+  }
+  if (want.db) {
+    p.db = empty(bias.sizes());
+    if (bias_kind == BiasKind::kFull) p.db2 = as_2d(p.db, p.M, N);
+  } else {
+    p.db = placeholder();
   }
   return p;
 }

@@ -5,41 +5,68 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <optional>
 #include <string_view>
 #include <tuple>
 
 namespace relufrob {
 
-using GradsResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using GradsResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // Which gradients the caller asked for; the rest are neither computed nor
-// allocated beyond an empty placeholder.
+// allocated beyond an empty placeholder. dY is never computed without a Y,
+// nor db without a bias.
 struct GradRequest {
   bool dW = true;
   bool dX = true;
   bool dY = true;
+  bool db = true;
 
   bool any_gemm_grad() const { return dW || dX; }
+  // G = df/dZ is needed by the GEMM gradients and is itself db.
+  bool need_g() const { return dW || dX || db; }
+};
+
+// How b enters Z = XW + b.
+enum class BiasKind {
+  kNone,
+  kRow,   // (N,): added to every row, as nn.Linear's bias; db sums G's rows
+  kFull,  // the output's shape (*, N): added elementwise; db is G itself
+};
+
+// The arguments of relufrob::grads and relufrob::loss beyond the tensors.
+struct GradsOptions {
+  // "relu", or nullopt (None) for the identity.
+  std::optional<std::string_view> activation = "relu";
+  std::string_view reduction = "sum";  // "sum" or "mean"
+  double scale = 1.0;                  // multiplies the reduced loss
 };
 
 struct GradsPlan {
-  // 2-D, contiguous views (copies only where the caller's layout forces one).
-  at::Tensor X;  // (M, K)
-  at::Tensor W;  // (K, N)
-  at::Tensor Y;  // (M, N)
+  // Contiguous views (copies only where the caller's layout forces one).
+  at::Tensor X;     // (M, K)
+  at::Tensor W;     // (K, N)
+  at::Tensor Y;     // (M, N), or undefined: a target of zeros
+  at::Tensor bias;  // (N,) for kRow, (M, N) for kFull, else undefined
   int64_t M = 0, K = 0, N = 0;
+  BiasKind bias_kind = BiasKind::kNone;
+  bool relu = true;
   GradRequest want;
-  // 1 for reduction="sum", 1/(M*N) for "mean" (inf when M*N == 0, which makes
-  // the mean of nothing NaN, as torch's mean does).
+  // The loss is scale * sum(R²): the op's scale, times 1/(M*N) for "mean"
+  // (inf when M*N == 0, which makes the mean of nothing NaN, as torch's mean
+  // does).
   double scale = 1.0;
+
+  bool has_y() const { return Y.defined(); }
+  bool has_bias() const { return bias_kind != BiasKind::kNone; }
 
   // Outputs, allocated in the callers' shapes. Gradients that were not
   // requested are empty placeholders of shape (0,).
-  at::Tensor loss, dW, dX, dY;
-  // 2-D views of dX and dY that the kernels write through.
-  at::Tensor dX2, dY2;
+  at::Tensor loss, dW, dX, dY, db;
+  // 2-D views of dX, dY and (for a full bias) db that the kernels write through.
+  at::Tensor dX2, dY2, db2;
 
-  GradsResult result() const { return {loss, dW, dX, dY}; }
+  GradsResult result() const { return {loss, dW, dX, dY, db}; }
 };
 
 // M: the rows in X's leading dimensions, (*, K) -> prod(*). Taken from the
@@ -52,9 +79,14 @@ int64_t leading_rows(const at::Tensor& X);
 // nothing is NaN as in torch.mean); anything else raises ValueError.
 double reduction_scale(std::string_view reduction, int64_t numel);
 
-// Validates the arguments (raising ValueError/TypeError that name X, W or Y)
-// and allocates the outputs on the inputs' device.
+// True for "relu", false for None (the identity); anything else raises
+// ValueError.
+bool parse_activation(const std::optional<std::string_view>& activation);
+
+// Validates the arguments (raising ValueError/TypeError that name X, W, Y,
+// bias, activation or reduction) and allocates the outputs on X's device.
+// Y and bias may be undefined tensors (None).
 GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
-                          GradRequest want, std::string_view reduction);
+                          const at::Tensor& bias, const GradsOptions& options, GradRequest want);
 
 }  // namespace relufrob

@@ -1,8 +1,9 @@
 // Large problems: stream over blocks of rows so that no M x N temporary exists.
 //
 // Per block b:   Z_b = X_b W            (into a block-sized workspace)
-//                epilogue over Z_b      (loss partials, dY_b, G_b in place of Z_b,
-//                                        while Z_b is still in cache)
+//                epilogue over Z_b      (+ bias; loss partials, dY_b, G_b in place
+//                                        of Z_b, while Z_b is still in cache;
+//                                        db from G_b)
 //                dX_b = G_b Wᵀ          (straight into the output rows)
 //                dW  += X_bᵀ G_b        (into the chunk's dW partial)
 //
@@ -13,13 +14,15 @@
 // single chunk runs instead and its GEMMs and epilogue use every thread.
 // The GEMM backend is BLAS or brgemm tiles (block_gemm.h).
 //
-// The temporaries are, per chunk, the block workspace and its dW partial
+// The temporaries are, per chunk, the block workspace and its dW (and (N,)
+// bias db) partial
 // (chunk 0 writes dW itself for float/double); for brgemm a row-major Wᵀ and
 // Xᵀ block; for half/bfloat16 float copies of W and of each X block, and a
 // float block of dX.
 #pragma once
 
 #include "../common/grads_plan.h"
+#include "bias_and_target.h"
 #include "block_gemm.h"
 #include "cpu_isa.h"
 #include "epilogue_rows.h"
@@ -70,16 +73,14 @@ struct Scratch {
 
 // Rows [row_begin, row_end) in blocks; returns their sum of R².
 template <typename Isa, typename scalar_t, typename opmath_t>
-double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm, opmath_t two_scale,
-                     int64_t row_begin, int64_t row_end, int64_t rows_per_block,
-                     opmath_t* dw_partial) {
+double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm,
+                     const EpilogueArgs<scalar_t, opmath_t>& ep, int64_t row_begin, int64_t row_end,
+                     int64_t rows_per_block, opmath_t* dw_partial, opmath_t* db_partial) {
   constexpr bool kNative = std::is_same_v<scalar_t, opmath_t>;
   const int64_t K = p.K, N = p.N;
-  const bool need_g = p.want.any_gemm_grad();
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
-  const scalar_t* Y = p.Y.const_data_ptr<scalar_t>();
   scalar_t* dX = p.want.dX ? p.dX2.data_ptr<scalar_t>() : nullptr;
-  scalar_t* dY = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
+  scalar_t* db_full = full_bias_grad<scalar_t>(p);
 
   // Allocated by the thread that uses them.
   const Scratch<opmath_t> z(rows_per_block * N);
@@ -102,17 +103,21 @@ double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm, opmath
     }
     gemm.xw(rows, x, K, z.get());
 
-    const scalar_t* y = Y + r0 * N;
-    scalar_t* dy = dY ? dY + r0 * N : nullptr;
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
       run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-        epilogue_rows(begin, end, N, z.get(), y, two_scale, need_g, dy, row_loss.data());
+        epilogue_rows(ep, r0, begin, end, z.get(), row_loss.data());
       });
     });
     for (int64_t i = 0; i < rows; ++i) loss += row_loss[i];
-    if (!need_g) continue;
+    if (!ep.write_g) continue;
 
     const opmath_t* g = z.get();
+    if (db_partial || db_full) {
+      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
+        if (db_partial) add_rows(db_partial, g, rows, N, N);
+        if (db_full) store_rows(db_full + r0 * N, N, g, N, rows, N);
+      });
+    }
     if (dX) {
       if constexpr (kNative) {
         gemm.gwt(rows, g, dX + r0 * K, K);
@@ -147,13 +152,16 @@ double blocked_grads(const GradsPlan& p) {
   if constexpr (kNative) {
     if (p.want.dW) dw_out = p.dW.data_ptr<scalar_t>();
   }
-  DwPartials<opmath_t> dw(split.chunks, p.want.dW ? K * N : 0, dw_out);
-  const auto two_scale = static_cast<opmath_t>(2.0 * p.scale);
+  ChunkPartials<opmath_t> dw(split.chunks, p.want.dW ? K * N : 0, dw_out);
+  RowBiasGrad<scalar_t, opmath_t> db(p, split.chunks);
+  c10::SmallVector<scalar_t, 64> zero_row;
+  const auto ep = epilogue_args<scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
 
   const double loss = sum_over_chunks(split, [&](int64_t c) {
-    return blocked_chunk<Isa, scalar_t>(p, gemm, two_scale, split.begin(c, M), split.end(c, M),
-                                        rows_per_block, p.want.dW ? dw.of(c) : nullptr);
+    return blocked_chunk<Isa, scalar_t>(p, gemm, ep, split.begin(c, M), split.end(c, M),
+                                        rows_per_block, p.want.dW ? dw.of(c) : nullptr, db.of(c));
   });
+  db.store(p);
   if (p.want.dW) {
     const opmath_t* acc = dw.sum_in_order();
     if (acc != dw_out) p.dW.copy_(matrix_view(acc, K, N, N));

@@ -15,6 +15,7 @@
 #pragma once
 
 #include "../common/grads_plan.h"
+#include "bias_and_target.h"
 #include "cpu_isa.h"
 #include "epilogue_rows.h"
 #include "row_chunks.h"
@@ -185,20 +186,20 @@ void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np, scalar_t* d
 }
 
 // Rows [row_begin, row_end) of the problem, in groups of kGroupRows: writes
-// only those rows of dX and dY, the chunk's own dW partial (nullable) and
-// returns its sum of R². dW is updated once per group, from the group's G
-// still in cache, rather than once per tile of rows.
+// only those rows of dX, dY and a full bias's db, the chunk's own dW and
+// (N,)-bias db partials (nullable) and returns its sum of R². dW is updated
+// once per group, from the group's G still in cache, rather than once per
+// tile of rows.
 template <typename Isa, typename scalar_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeights<opmath_t>& pw,
-                                           opmath_t two_scale, int64_t row_begin, int64_t row_end,
-                                           opmath_t* dw_partial) {
+                                           const EpilogueArgs<scalar_t, opmath_t>& ep,
+                                           int64_t row_begin, int64_t row_end, opmath_t* dw_partial,
+                                           opmath_t* db_partial) {
   constexpr int64_t kGroupRows = Isa::kPanelRows * Isa::kGroupPanels;
   const int64_t K = p.K, N = p.N, Kp = pw.Kp, Np = pw.Np;
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
-  const scalar_t* Y = p.Y.const_data_ptr<scalar_t>();
   scalar_t* dX = p.want.dX ? p.dX2.data_ptr<scalar_t>() : nullptr;
-  scalar_t* dY = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
-  const bool need_g = p.want.any_gemm_grad();
+  scalar_t* db_full = full_bias_grad<scalar_t>(p);
 
   // A whole group of float/double rows with K a multiple of the vector width
   // is read from X and its dX written to the output in place; anything else
@@ -230,12 +231,11 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
     }
 
     small_gemm<Isa, false>(tile_rows, xp, ldx, 1, K, pw.w, Np, Np, z.data(), Np);
-    for (int64_t r = 0; r < rows; ++r) {
-      loss += epilogue_row(z.data() + r * Np, Y + (r0 + r) * N, N, two_scale, need_g,
-                           dY ? dY + (r0 + r) * N : nullptr);
-    }
-    if (!need_g) continue;
+    for (int64_t r = 0; r < rows; ++r) loss += epilogue_row(ep, r0 + r, z.data() + r * Np);
+    if (!ep.write_g) continue;
     std::fill(z.begin() + rows * Np, z.end(), opmath_t(0));
+    if (db_partial) add_rows(db_partial, z.data(), rows, N, Np);
+    if (db_full) store_rows(db_full + r0 * N, N, z.data(), Np, rows, N);
     if (dX) {
       opmath_t* out = dx.data();
       int64_t ld_out = Kp;
@@ -246,11 +246,7 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
         }
       }
       small_gemm<Isa, false>(tile_rows, z.data(), Np, 1, N, pw.wt.data(), Kp, Kp, out, ld_out);
-      if (!in_place) {
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t k = 0; k < K; ++k)
-            dX[(r0 + r) * K + k] = static_cast<scalar_t>(dx[r * Kp + k]);
-      }
+      if (!in_place) store_rows(dX + r0 * K, K, dx.data(), Kp, rows, K);
     }
     // dW (K x Np) += xᵀ G over the group's tile rows: A(k, r) = x[r][k].
     if (dw_partial)
@@ -277,7 +273,8 @@ double direct_grads(const GradsPlan& p) {
   const int64_t K = p.K, N = p.N;
   PaddedWeights<opmath_t> pw;
   pad_weights<Isa>(p.W.const_data_ptr<scalar_t>(), K, N, p.want.dX, pw);
-  const auto two_scale = static_cast<opmath_t>(2.0 * p.scale);
+  c10::SmallVector<scalar_t, 64> zero_row;
+  const auto ep = epilogue_args<scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
   const RowSplit split = direct_split<Isa>(p);
 
   // For float/double with no column padding, chunk 0's partial is the dW
@@ -286,15 +283,18 @@ double direct_grads(const GradsPlan& p) {
   if constexpr (std::is_same_v<scalar_t, opmath_t>) {
     if (p.want.dW && pw.Np == N) dw_out = p.dW.data_ptr<scalar_t>();
   }
-  DwPartials<opmath_t> dw(split.chunks, p.want.dW ? K * pw.Np : 0, dw_out);
+  ChunkPartials<opmath_t> dw(split.chunks, p.want.dW ? K * pw.Np : 0, dw_out);
+  RowBiasGrad<scalar_t, opmath_t> db(p, split.chunks);
 
   const double loss = sum_over_chunks(split, [&](int64_t c) {
     opmath_t* dw_c = p.want.dW ? dw.of(c) : nullptr;
+    opmath_t* db_c = db.of(c);
     return run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-      return direct_chunk<Isa, scalar_t>(p, pw, two_scale, split.begin(c, p.M), split.end(c, p.M),
-                                         dw_c);
+      return direct_chunk<Isa, scalar_t>(p, pw, ep, split.begin(c, p.M), split.end(c, p.M), dw_c,
+                                         db_c);
     });
   });
+  db.store(p);
   if (p.want.dW) {
     const opmath_t* acc = dw.sum_in_order();
     if (acc != dw_out) unpad_dw(acc, K, N, pw.Np, p.dW.data_ptr<scalar_t>());

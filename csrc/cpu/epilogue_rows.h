@@ -37,6 +37,26 @@ RELUFROB_ALWAYS_INLINE void add_widened4(Double4& acc, const T* values) {
 constexpr int64_t kPiece = 256;
 static_assert(kPiece % kLanes == 0);
 
+// What the epilogue reads and writes besides Z, for the rows of one call.
+// Row i's pointers are base + i * ld; an ld of 0 repeats one row, which is
+// how a missing Y (a row of zeros) and an (N,) bias are read.
+template <typename scalar_t, typename opmath_t>
+struct EpilogueArgs {
+  int64_t n = 0;                // elements per row
+  const scalar_t* y = nullptr;  // the target, or a row of zeros (y_ld 0)
+  int64_t y_ld = 0;
+  const scalar_t* bias = nullptr;  // null: no bias
+  int64_t bias_ld = 0;
+  scalar_t* dy = nullptr;  // dY (ld n), or null when not wanted
+  opmath_t two_scale = 2;
+  bool relu = true;
+  bool write_g = true;  // replace Z by G (a gradient that needs G is wanted)
+
+  const scalar_t* y_row(int64_t i) const { return y + i * y_ld; }
+  const scalar_t* bias_row(int64_t i) const { return bias ? bias + i * bias_ld : nullptr; }
+  scalar_t* dy_row(int64_t i) const { return dy ? dy + i * n : nullptr; }
+};
+
 // One row of n elements. `zg` holds XW in opmath precision on entry; when
 // kWriteG it holds G on exit. G is written in place on purpose: the compiler
 // then knows the load and the store of an element are the same address and
@@ -46,9 +66,10 @@ static_assert(kPiece % kLanes == 0);
 // Each piece takes two loops: the elementwise math with no reduction in it,
 // which vectorises reliably, then the squares summed into the double lanes.
 // (One loop doing both vectorised or not depending on the variant.)
-template <bool kWriteG, bool kWriteDY, typename scalar_t, typename opmath_t>
+template <bool kWriteG, bool kWriteDY, bool kBias, bool kRelu, typename scalar_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
-                                                 const scalar_t* __restrict y, int64_t n,
+                                                 const scalar_t* __restrict y,
+                                                 const scalar_t* __restrict b, int64_t n,
                                                  opmath_t two_scale, scalar_t* __restrict dy) {
   Double4 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
   opmath_t sq[kPiece];
@@ -57,7 +78,9 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
     m = std::min(kPiece, n - j0);
     for (int64_t i = 0; i < m; ++i) {
       const int64_t j = j0 + i;
-      const auto e = epilogue<opmath_t>(zg[j], static_cast<opmath_t>(y[j]), two_scale);
+      opmath_t z = zg[j];
+      if constexpr (kBias) z = add_bias(z, static_cast<opmath_t>(b[j]));
+      const auto e = epilogue<kRelu>(z, static_cast<opmath_t>(y[j]), two_scale);
       sq[i] = e.sq;
       if constexpr (kWriteG) zg[j] = e.g;
       if constexpr (kWriteDY) dy[j] = static_cast<scalar_t>(e.dy);
@@ -84,28 +107,62 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
   return sum;
 }
 
-// Chooses the specialisation once per row rather than branching per element.
-// Returns the row's sum of R² (unscaled); dy may be null.
-template <typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE double epilogue_row(opmath_t* zg, const scalar_t* y, int64_t n,
-                                           opmath_t two_scale, bool write_g, scalar_t* dy) {
-  if (write_g && dy) return epilogue_row_fixed<true, true>(zg, y, n, two_scale, dy);
-  if (write_g) return epilogue_row_fixed<true, false>(zg, y, n, two_scale, dy);
-  if (dy) return epilogue_row_fixed<false, true>(zg, y, n, two_scale, dy);
-  return epilogue_row_fixed<false, false>(zg, y, n, two_scale, dy);
+// The outputs' specialisation, chosen once per row rather than per element.
+template <bool kBias, bool kRelu, typename scalar_t, typename opmath_t>
+RELUFROB_ALWAYS_INLINE double epilogue_row_outputs(opmath_t* zg, const scalar_t* y,
+                                                   const scalar_t* b, int64_t n, opmath_t two_scale,
+                                                   bool write_g, scalar_t* dy) {
+  if (write_g && dy)
+    return epilogue_row_fixed<true, true, kBias, kRelu>(zg, y, b, n, two_scale, dy);
+  if (write_g) return epilogue_row_fixed<true, false, kBias, kRelu>(zg, y, b, n, two_scale, dy);
+  if (dy) return epilogue_row_fixed<false, true, kBias, kRelu>(zg, y, b, n, two_scale, dy);
+  return epilogue_row_fixed<false, false, kBias, kRelu>(zg, y, b, n, two_scale, dy);
 }
 
-// Rows [begin, end) of a block whose rows are n apart. Row i's loss partial
-// goes to row_loss[i], so the caller can sum them in a fixed order whatever
-// the thread count. Compiled for the ISA of the run_with_isa that calls it.
+// Row i of the problem, whose Z (then G) is at zg. Returns the row's sum of
+// R² (unscaled).
 template <typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE void epilogue_rows(int64_t begin, int64_t end, int64_t n, opmath_t* zg,
-                                          const scalar_t* y, opmath_t two_scale, bool write_g,
-                                          scalar_t* dy, double* row_loss) {
-  for (int64_t i = begin; i < end; ++i) {
-    row_loss[i] =
-        epilogue_row(zg + i * n, y + i * n, n, two_scale, write_g, dy ? dy + i * n : nullptr);
+RELUFROB_ALWAYS_INLINE double epilogue_row(const EpilogueArgs<scalar_t, opmath_t>& a, int64_t i,
+                                           opmath_t* zg) {
+  const scalar_t* y = a.y_row(i);
+  const scalar_t* b = a.bias_row(i);
+  scalar_t* dy = a.dy_row(i);
+  if (b) {
+    return a.relu ? epilogue_row_outputs<true, true>(zg, y, b, a.n, a.two_scale, a.write_g, dy)
+                  : epilogue_row_outputs<true, false>(zg, y, b, a.n, a.two_scale, a.write_g, dy);
   }
+  return a.relu ? epilogue_row_outputs<false, true>(zg, y, b, a.n, a.two_scale, a.write_g, dy)
+                : epilogue_row_outputs<false, false>(zg, y, b, a.n, a.two_scale, a.write_g, dy);
+}
+
+// Rows [begin, end) of a block that starts at problem row `first` and whose
+// Z rows are n apart. Row i's loss partial goes to row_loss[i], so the
+// caller can sum them in a fixed order whatever the thread count. Compiled
+// for the ISA of the run_with_isa that calls it.
+template <typename scalar_t, typename opmath_t>
+RELUFROB_ALWAYS_INLINE void epilogue_rows(const EpilogueArgs<scalar_t, opmath_t>& a, int64_t first,
+                                          int64_t begin, int64_t end, opmath_t* zg,
+                                          double* row_loss) {
+  for (int64_t i = begin; i < end; ++i) row_loss[i] = epilogue_row(a, first + i, zg + i * a.n);
+}
+
+// acc[j] += sum over rows of g[r * ld + j], rows in order: the (N,) bias's
+// gradient, one chunk's partial of it.
+template <typename T>
+RELUFROB_ALWAYS_INLINE void add_rows(T* __restrict acc, const T* __restrict g, int64_t rows,
+                                     int64_t n, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) acc[j] += g[r * ld + j];
+}
+
+// out (ld_out) = g (ld_g), rows x n, converted to the output type: G handed
+// out as a full bias's gradient, or a padded/float block copied to dX.
+template <typename scalar_t, typename opmath_t>
+RELUFROB_ALWAYS_INLINE void store_rows(scalar_t* __restrict out, int64_t ld_out,
+                                       const opmath_t* __restrict g, int64_t ld_g, int64_t rows,
+                                       int64_t n) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < n; ++j) out[r * ld_out + j] = static_cast<scalar_t>(g[r * ld_g + j]);
 }
 
 }  // namespace relufrob::cpu

@@ -1,7 +1,7 @@
 // CPU implementation of relufrob::grads: picks the direct loops for small
 // problems and the row-blocked GEMM pipeline otherwise, each compiled for the
 // active ISA (cpu_isa.h).
-#include "../common/grads_plan.h"
+#include "../common/grads_op.h"
 #include "blocked_kernel.h"
 #include "cpu_isa.h"
 #include "direct_kernel.h"
@@ -22,17 +22,17 @@ bool use_direct(const GradsPlan& p) {
   return p.M * p.K * p.N <= Isa::kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
 }
 
-GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y, bool need_dW,
-                      bool need_dX, bool need_dY, c10::string_view reduction) {
-  GradsPlan p = make_grads_plan(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
-  if (p.Y.numel() == 0) {
-    // No residuals: the loss is 0 (NaN for the mean over nothing) and the GEMM
-    // gradients are zeros. Answered directly, since M can be huge when K and N
-    // are both 0, and walking its rows would do nothing for a long time.
+void run_cpu(GradsPlan& p) {
+  if (p.M * p.N == 0) {
+    // No residuals: the loss is 0 (NaN for the mean over nothing) and the
+    // gradients that are sums over them are zeros. Answered directly, since M
+    // can be huge when K and N are both 0, and walking its rows would do
+    // nothing for a long time.
     p.loss.fill_(0.0 * p.scale);
-    if (need_dW) p.dW.zero_();
-    if (need_dX) p.dX.zero_();
-    return p.result();
+    if (p.want.dW) p.dW.zero_();
+    if (p.want.dX) p.dX.zero_();
+    if (p.want.db) p.db.zero_();
+    return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
@@ -43,10 +43,11 @@ GradsResult grads_cpu(const at::Tensor& X, const at::Tensor& W, const at::Tensor
         });
         *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(sum * p.scale);
       });
-  return p.result();
 }
 
 }  // namespace
 }  // namespace relufrob::cpu
 
-TORCH_LIBRARY_IMPL(relufrob, CPU, m) { m.impl("grads", &relufrob::cpu::grads_cpu); }
+TORCH_LIBRARY_IMPL(relufrob, CPU, m) {
+  m.impl("grads", &relufrob::grads_kernel<&relufrob::cpu::run_cpu>);
+}

@@ -50,14 +50,15 @@ double sum_over_chunks(const RowSplit& split, const F& fn) {
   return sum;
 }
 
-// One zeroed dW partial per chunk. Chunk 0 writes straight into `first`
-// when the caller has such a buffer (the dW output itself, when no padding
-// or conversion is needed); every other chunk gets storage of its own.
-// Inline storage keeps a tiny problem off the heap.
+// One zeroed partial per chunk (of dW, or of an (N,) bias's db). Chunk 0
+// writes straight into `first` when the caller has such a buffer (the dW
+// output itself, when no padding or conversion is needed); every other chunk
+// gets storage of its own. Inline storage keeps a tiny problem off the heap.
 template <typename T>
-class DwPartials {
+class ChunkPartials {
  public:
-  DwPartials(int64_t chunks, int64_t size, T* first) : size_(size), chunks_(chunks), first_(first) {
+  ChunkPartials(int64_t chunks, int64_t size, T* first)
+      : size_(size), chunks_(chunks), first_(first) {
     const int64_t owned = first ? chunks - 1 : chunks;
     owned_.assign(owned * size, T(0));
     if (first_) {
@@ -66,8 +67,8 @@ class DwPartials {
       first_ = owned_.data();
     }
   }
-  DwPartials(const DwPartials&) = delete;
-  DwPartials& operator=(const DwPartials&) = delete;
+  ChunkPartials(const ChunkPartials&) = delete;
+  ChunkPartials& operator=(const ChunkPartials&) = delete;
 
   T* of(int64_t c) {
     if (c == 0) return first_;

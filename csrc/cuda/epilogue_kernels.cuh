@@ -41,20 +41,30 @@ __device__ acc_t block_sum(acc_t value, acc_t* shared) {
   return shared[0];
 }
 
-// One pass over Z = XW (numel = M*N elements, row-major like Y):
-//   g   (nullable) receives G; may alias z, each element is read first.
-//   dy  (nullable) receives dY; may alias z in the same way.
+// How the bias enters Z = XW + b: not at all, one (N,) row added to every
+// row, or elementwise (the output's shape).
+enum class BiasMode { kNone, kRow, kFull };
+
+// One pass over Z = XW (numel = M*N elements, row-major like Y, rows n long):
+//   y     (nullable) the target; a missing one is a target of zeros.
+//   bias  read as kBias says.
+//   g     (nullable) receives G; may alias z, each element is read first.
+//   dy    (nullable) receives dY; may alias z in the same way.
 //   partials[blockIdx.x] receives the block's sum of R² (unscaled).
-template <typename T, typename acc_t>
+template <typename T, typename acc_t, bool kRelu, BiasMode kBias>
 __global__ void __launch_bounds__(kEpilogueThreads)
-    epilogue_kernel(const T* z, const T* __restrict__ y, int64_t numel, acc_t two_scale, T* g,
-                    T* dy, acc_t* __restrict__ partials) {
+    epilogue_kernel(const T* z, const T* __restrict__ y, const T* __restrict__ bias, int64_t numel,
+                    int64_t n, acc_t two_scale, T* g, T* dy, acc_t* __restrict__ partials) {
   __shared__ acc_t shared[kEpilogueThreads];
   acc_t sum = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < numel;
        i += stride) {
-    const auto e = epilogue<acc_t>(static_cast<acc_t>(z[i]), static_cast<acc_t>(y[i]), two_scale);
+    acc_t zi = static_cast<acc_t>(z[i]);
+    if constexpr (kBias == BiasMode::kRow) zi = add_bias(zi, static_cast<acc_t>(bias[i % n]));
+    if constexpr (kBias == BiasMode::kFull) zi = add_bias(zi, static_cast<acc_t>(bias[i]));
+    const acc_t yi = y ? static_cast<acc_t>(y[i]) : acc_t(0);
+    const auto e = epilogue<kRelu>(zi, yi, two_scale);
     sum += e.sq;
     if (g) g[i] = static_cast<T>(e.g);
     if (dy) dy[i] = static_cast<T>(e.dy);
@@ -76,11 +86,44 @@ __global__ void __launch_bounds__(kEpilogueThreads)
   if (threadIdx.x == 0) *loss = static_cast<T>(total * scale);
 }
 
+// What one epilogue launch reads and writes besides Z (see epilogue_kernel).
+template <typename T>
+struct EpilogueIO {
+  const T* y = nullptr;
+  const T* bias = nullptr;
+  BiasMode bias_mode = BiasMode::kNone;
+  bool relu = true;
+  T* g = nullptr;
+  T* dy = nullptr;
+};
+
+template <typename T, typename acc_t, bool kRelu>
+void launch_epilogue_for(const T* z, const EpilogueIO<T>& io, int64_t numel, int64_t n,
+                         acc_t two_scale, acc_t* partials, int num_blocks, cudaStream_t stream) {
+  const auto launch = [&](auto kernel) {
+    kernel<<<num_blocks, kEpilogueThreads, 0, stream>>>(z, io.y, io.bias, numel, n, two_scale, io.g,
+                                                        io.dy, partials);
+  };
+  switch (io.bias_mode) {
+    case BiasMode::kNone:
+      return launch(epilogue_kernel<T, acc_t, kRelu, BiasMode::kNone>);
+    case BiasMode::kRow:
+      return launch(epilogue_kernel<T, acc_t, kRelu, BiasMode::kRow>);
+    case BiasMode::kFull:
+      return launch(epilogue_kernel<T, acc_t, kRelu, BiasMode::kFull>);
+  }
+}
+
+// Z holds numel = M*n elements; the activation and bias mode pick one of the
+// kernel's specialisations, so the plain relu path reads no bias at all.
 template <typename T, typename acc_t>
-void launch_epilogue(const T* z, const T* y, int64_t numel, acc_t two_scale, T* g, T* dy,
+void launch_epilogue(const T* z, const EpilogueIO<T>& io, int64_t numel, int64_t n, acc_t two_scale,
                      acc_t* partials, int num_blocks, cudaStream_t stream) {
-  epilogue_kernel<T, acc_t>
-      <<<num_blocks, kEpilogueThreads, 0, stream>>>(z, y, numel, two_scale, g, dy, partials);
+  if (io.relu) {
+    launch_epilogue_for<T, acc_t, true>(z, io, numel, n, two_scale, partials, num_blocks, stream);
+  } else {
+    launch_epilogue_for<T, acc_t, false>(z, io, numel, n, two_scale, partials, num_blocks, stream);
+  }
 }
 
 // With num_partials == 0 (an empty M*N) this still writes 0 * scale, which is

@@ -1,9 +1,11 @@
 // CUDA implementation of relufrob::grads: the only CUDA file that touches
 // at::Tensor. GEMMs go to cuBLAS through ATen into preallocated buffers; the
 // whole elementwise part is one custom kernel (epilogue_kernels.cuh), then a
-// one-block reduction writes the loss. No host synchronisation anywhere, so
+// one-block reduction writes the loss, and an (N,) bias's db is a two-stage
+// column sum (bias_grad_kernels.cuh). No host synchronisation anywhere, so
 // the call can be captured in a CUDA graph.
-#include "../common/grads_plan.h"
+#include "../common/grads_op.h"
+#include "bias_grad_kernels.cuh"
 #include "epilogue_kernels.cuh"
 
 #include <ATen/ATen.h>
@@ -17,24 +19,40 @@
 namespace relufrob::cuda {
 namespace {
 
+BiasMode bias_mode(BiasKind kind) {
+  switch (kind) {
+    case BiasKind::kRow:
+      return BiasMode::kRow;
+    case BiasKind::kFull:
+      return BiasMode::kFull;
+    default:
+      return BiasMode::kNone;
+  }
+}
+
 template <typename scalar_t>
-void run_grads(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
+void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t numel = p.M * p.N;
-  const bool need_g = p.want.any_gemm_grad();
+  const bool need_g = p.want.need_g();
+  const auto acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
 
   // Z = XW lands in `buffer`; the epilogue then overwrites it with G (when a
-  // GEMM gradient is wanted) or with dY (when buffer *is* dY).
+  // gradient needs G) or with dY (when buffer *is* dY).
   at::mm_out(buffer, p.X, p.W);
 
   const int num_blocks = epilogue_num_blocks(numel);
-  const auto acc_dtype = c10::CppTypeToScalarType<acc_t>::value;
   at::Tensor partials = at::empty({num_blocks}, p.X.options().dtype(acc_dtype));
   scalar_t* z = buffer.data_ptr<scalar_t>();
-  scalar_t* dy = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
   if (numel > 0) {
-    launch_epilogue<scalar_t, acc_t>(z, p.Y.const_data_ptr<scalar_t>(), numel,
-                                     static_cast<acc_t>(2.0 * p.scale), need_g ? z : nullptr, dy,
+    EpilogueIO<scalar_t> io;
+    io.y = p.has_y() ? p.Y.const_data_ptr<scalar_t>() : nullptr;
+    io.bias = p.has_bias() ? p.bias.const_data_ptr<scalar_t>() : nullptr;
+    io.bias_mode = bias_mode(p.bias_kind);
+    io.relu = p.relu;
+    io.g = need_g ? z : nullptr;
+    io.dy = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
+    launch_epilogue<scalar_t, acc_t>(z, io, numel, p.N, static_cast<acc_t>(2.0 * p.scale),
                                      partials.data_ptr<acc_t>(), num_blocks, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -57,25 +75,40 @@ void run_grads(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
     at::Tensor dW = p.dW;
     at::mm_out(dW, p.X.t(), G);
   }
+  if (p.want.db && p.bias_kind == BiasKind::kRow) {
+    at::Tensor workspace =
+        at::empty({bias_grad_workspace(p.M, p.N)}, p.X.options().dtype(acc_dtype));
+    launch_bias_grad<scalar_t, acc_t>(G.const_data_ptr<scalar_t>(), p.M, p.N,
+                                      workspace.data_ptr<acc_t>(), p.db.data_ptr<scalar_t>(),
+                                      stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
-GradsResult grads_cuda(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y, bool need_dW,
-                       bool need_dX, bool need_dY, c10::string_view reduction) {
-  // Validate first: with mixed devices the dispatcher may route a CPU X here.
-  GradsPlan p = make_grads_plan(X, W, Y, {need_dW, need_dX, need_dY}, reduction);
+void run_cuda(GradsPlan& p) {
   const c10::cuda::CUDAGuard guard(p.X.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
-  // G needs its own M x N buffer; without G, Z can be turned into dY in place.
-  const at::Tensor buffer =
-      (p.want.dY && !p.want.any_gemm_grad()) ? p.dY2 : at::empty({p.M, p.N}, p.X.options());
+  // A full bias's db is G itself, so G is computed straight into it. Else G
+  // needs its own M x N buffer; without G, Z can be turned into dY in place.
+  at::Tensor buffer;
+  if (p.want.db && p.bias_kind == BiasKind::kFull) {
+    buffer = p.db2;
+  } else if (p.want.dY && !p.want.need_g()) {
+    buffer = p.dY2;
+  } else {
+    buffer = at::empty({p.M, p.N}, p.X.options());
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.X.scalar_type(),
                                   "relufrob_grads_cuda",
-                                  [&] { run_grads<scalar_t>(p, buffer, stream); });
-  return p.result();
+                                  [&] { run_typed<scalar_t>(p, buffer, stream); });
 }
 
 }  // namespace
 }  // namespace relufrob::cuda
 
-TORCH_LIBRARY_IMPL(relufrob, CUDA, m) { m.impl("grads", &relufrob::cuda::grads_cuda); }
+// Validation and allocation (grads_kernel) come before the device guard: with
+// mixed devices the dispatcher may route a CPU X here.
+TORCH_LIBRARY_IMPL(relufrob, CUDA, m) {
+  m.impl("grads", &relufrob::grads_kernel<&relufrob::cuda::run_cuda>);
+}
