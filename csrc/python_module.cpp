@@ -52,32 +52,35 @@ bool string_arg(PyObject* obj, bool none_ok, std::optional<std::string_view>& ou
 // relufrob.grads' fast path, as a METH_FASTCALL function: for a 10x4x4
 // problem pybind11's generic argument handling and building the named tuple
 // in Python cost as much as everything else together. Arguments:
-// (X, W, Y, bias, activation, reduction, scale, need_dW, need_dX, need_dY,
-// need_db). Returns None, without raising, for arguments it does not take
-// (non-tensors, non-str, non-float), so that the caller's general path can
-// produce its usual error; errors raised by the op itself propagate as
-// Python exceptions.
+// (X, W, Y, bias, activation, reduction, need), `need` being None (every
+// gradient of the inputs given) or (need_dW, need_dX, need_dY, need_db).
+// Returns None, without raising, for arguments it does not take (non-tensors,
+// non-str), so that the caller's general path can produce its usual error;
+// errors raised by the op itself propagate as Python exceptions.
 PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  TORCH_CHECK_TYPE(nargs == 11 && grads_type && grads_with_bias_type,
+  TORCH_CHECK_TYPE(nargs == 7 && grads_type && grads_with_bias_type,
                    "relufrob._C.grads_fast: bad call");
   std::optional<at::Tensor> Y, bias;
   std::optional<std::string_view> activation, reduction;
   if (!THPVariable_Check(args[0]) || !THPVariable_Check(args[1]) || !optional_tensor(args[2], Y) ||
       !optional_tensor(args[3], bias) || !string_arg(args[4], true, activation) ||
-      !string_arg(args[5], false, reduction) || !PyFloat_Check(args[6])) {
+      !string_arg(args[5], false, reduction)) {
     Py_RETURN_NONE;
   }
-  bool need[4];
-  for (int i = 0; i < 4; ++i) {
-    const int truth = PyObject_IsTrue(args[7 + i]);
-    if (truth < 0) return nullptr;  // its __bool__ raised
-    need[i] = truth == 1;
+  bool need[4] = {true, true, true, true};
+  if (args[6] != Py_None) {
+    TORCH_CHECK_TYPE(PyTuple_Check(args[6]) && PyTuple_GET_SIZE(args[6]) == 4,
+                     "relufrob._C.grads_fast: need must be None or a 4-tuple");
+    for (int i = 0; i < 4; ++i) {
+      const int truth = PyObject_IsTrue(PyTuple_GET_ITEM(args[6], i));
+      if (truth < 0) return nullptr;  // its __bool__ raised
+      need[i] = truth == 1;
+    }
   }
   relufrob::GradsOptions options;
   options.activation = activation;
   options.reduction = *reduction;
-  options.scale = PyFloat_AS_DOUBLE(args[6]);
   const relufrob::GradRequest want{need[0], need[1], need[2] && Y, need[3] && bias};
   const at::Tensor& X = THPVariable_Unpack(args[0]);
   const at::Tensor& W = THPVariable_Unpack(args[1]);
@@ -90,29 +93,24 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
         static_cast<double>(X.numel()) * static_cast<double>(W.dim() > 1 ? W.size(1) : 0) < 65536.0;
     std::optional<py::gil_scoped_release> no_gil;
     if (!tiny) no_gil.emplace();
-    out = relufrob::call_grads_op(X, W, Y.value_or(at::Tensor()), bias.value_or(at::Tensor()),
-                                  options, want);
+    out = relufrob::call_grads_op(X, W, Y, bias, options, want);
   }
   auto& [loss, dW, dX, dY, db] = out;
   const auto wrap = [](at::Tensor& t, bool wanted) {
     if (!wanted) Py_RETURN_NONE;
     return THPVariable_Wrap(std::move(t));
   };
-  const Py_ssize_t fields = bias ? 5 : 4;
-  PyObject* items = PyTuple_New(fields);
-  if (!items) return nullptr;
-  PyTuple_SET_ITEM(items, 0, THPVariable_Wrap(std::move(loss)));
-  PyTuple_SET_ITEM(items, 1, wrap(dW, want.dW));
-  PyTuple_SET_ITEM(items, 2, wrap(dX, want.dX));
-  PyTuple_SET_ITEM(items, 3, wrap(dY, want.dY));
-  if (bias) PyTuple_SET_ITEM(items, 4, wrap(db, want.db));
-  // tuple.__new__(Grads, items): a named tuple is a plain tuple subclass.
-  PyObject* new_args = PyTuple_Pack(1, items);
-  Py_DECREF(items);
-  if (!new_args) return nullptr;
-  PyObject* type = bias ? grads_with_bias_type : grads_type;
-  PyObject* result = PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(type), new_args, nullptr);
-  Py_DECREF(new_args);
+  // A named tuple is a plain tuple subclass with no fields of its own, so
+  // its instance is allocated and filled as a tuple is: no intermediate
+  // tuples (tuple.__new__ would copy from one).
+  auto* type = reinterpret_cast<PyTypeObject*>(bias ? grads_with_bias_type : grads_type);
+  PyObject* result = type->tp_alloc(type, bias ? 5 : 4);
+  if (!result) return nullptr;
+  PyTuple_SET_ITEM(result, 0, THPVariable_Wrap(std::move(loss)));
+  PyTuple_SET_ITEM(result, 1, wrap(dW, want.dW));
+  PyTuple_SET_ITEM(result, 2, wrap(dX, want.dX));
+  PyTuple_SET_ITEM(result, 3, wrap(dY, want.dY));
+  if (bias) PyTuple_SET_ITEM(result, 4, wrap(db, want.db));
   return result;
   END_HANDLE_TH_ERRORS
 }

@@ -48,7 +48,6 @@ _grads_op = torch.ops.relufrob.grads.default
 # _grads_op. It returns None for arguments it does not take (non-tensors).
 _set_grads_types(Grads, GradsWithBias)
 _is_compiling = torch.compiler.is_compiling
-_torch_function_mode_enabled = torch._C._is_torch_function_mode_enabled
 _has_torch_function = torch.overrides.has_torch_function
 _loss_op = torch.ops.relufrob.loss.default
 
@@ -112,17 +111,16 @@ def grads(
         shape, dtype and device (dY is None when Y is). The results never
         carry an autograd graph.
     """
-    need = _need_flags(wrt, Y is not None, bias is not None)
+    # wrt=None, the default, is left to _grads_fast (every input given).
+    need = None if wrt is None else _need_flags(wrt, Y is not None, bias is not None)
     try:
-        if not (
-            _is_compiling()
-            or _torch_function_mode_enabled()
-            or _has_torch_function((X, W) if Y is None else (X, W, Y))
-            or (bias is not None and _has_torch_function((bias,)))
-        ):
-            out = _grads_fast(X, W, Y, bias, activation, reduction, 1.0, *need)
+        # has_torch_function is also true under any torch function mode.
+        if not (_is_compiling() or _has_torch_function((X, W, Y, bias))):
+            out = _grads_fast(X, W, Y, bias, activation, reduction, need)
             if out is not None:
                 return out
+        if need is None:
+            need = _need_flags(None, Y is not None, bias is not None)
         f, dW, dX, dY, db = _grads_op(
             X,
             W,

@@ -57,7 +57,7 @@ class FusedLoss : public torch::autograd::Function<FusedLoss> {
     options.activation = activation ? std::optional<std::string_view>(*activation) : std::nullopt;
     options.reduction = reduction;
     options.scale = scale;
-    auto [loss, dW, dX, dY, db] = call_grads_op(X, W, Y, bias, options, want);
+    auto [loss, dW, dX, dY, db] = call_grads_op(X, W, Y_opt, bias_opt, options, want);
     // X, W, Y and bias are saved only for the create_graph path; saving an
     // input holds a reference, not a copy.
     ctx->save_for_backward({X, W, Y, bias, dW, dX, dY, db});

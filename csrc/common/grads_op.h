@@ -32,16 +32,11 @@ inline OptionalString to_schema(const std::optional<std::string_view>& s) {
   return s ? OptionalString(c10::string_view(s->data(), s->size())) : std::nullopt;
 }
 
-inline OptionalTensor to_optional(const at::Tensor& t) {
-  return t.defined() ? OptionalTensor(t) : std::nullopt;
-}
-
-// Y and bias may be undefined tensors (None).
-inline GradsResult call_grads_op(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
-                                 const at::Tensor& bias, const GradsOptions& options,
+inline GradsResult call_grads_op(const at::Tensor& X, const at::Tensor& W, const OptionalTensor& Y,
+                                 const OptionalTensor& bias, const GradsOptions& options,
                                  GradRequest want) {
-  return grads_op().call(X, W, to_optional(Y), to_optional(bias), to_schema(options.activation),
-                         options.reduction, options.scale, want.dW, want.dX, want.dY, want.db);
+  return grads_op().call(X, W, Y, bias, to_schema(options.activation), options.reduction,
+                         options.scale, want.dW, want.dX, want.dY, want.db);
 }
 
 // A backend kernel for relufrob::grads: validates and allocates (one plan
@@ -56,8 +51,11 @@ GradsResult grads_kernel(const at::Tensor& X, const at::Tensor& W, const Optiona
   options.activation = activation ? std::optional<std::string_view>(*activation) : std::nullopt;
   options.reduction = reduction;
   options.scale = scale;
-  GradsPlan p = make_grads_plan(X, W, Y.value_or(at::Tensor()), bias.value_or(at::Tensor()),
-                                options, {need_dW, need_dX, need_dY, need_db});
+  // By reference: a copy of each tensor handle costs atomic reference
+  // counting, measurable on a 10x4x4 problem.
+  static const at::Tensor none;
+  GradsPlan p = make_grads_plan(X, W, Y ? *Y : none, bias ? *bias : none, options,
+                                {need_dW, need_dX, need_dY, need_db});
   Run(p);
   return p.result();
 }
