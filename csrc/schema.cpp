@@ -34,12 +34,16 @@ TORCH_LIBRARY(relufrob, m) {
       "grads(Tensor X, Tensor W, Tensor? Y, *, Tensor? bias=None, str? activation=\"relu\", "
       "str reduction=\"sum\", float scale=1., bool need_dW=True, bool need_dX=True, "
       "bool need_dY=True, bool need_db=True) "
-      "-> (Tensor loss, Tensor dW, Tensor dX, Tensor dY, Tensor db)");
+      "-> (Tensor loss, Tensor dW, Tensor dX, Tensor dY, Tensor db)",
+      {at::Tag::pt2_compliant_tag});
   // The loss as a differentiable scalar; its forward computes the gradients
   // of the inputs that require grad, and its backward only scales them.
+  // Both ops are pt2-compliant: fake kernels (relufrob/fake_kernels.py),
+  // opcheck-tested, and exported/AOT-compiled in tests/test_pt2.py.
   m.def(
       "loss(Tensor X, Tensor W, Tensor? Y, *, Tensor? bias=None, str? activation=\"relu\", "
-      "str reduction=\"sum\", float scale=1.) -> Tensor");
+      "str reduction=\"sum\", float scale=1.) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(relufrob, CompositeExplicitAutograd, m) {

@@ -30,6 +30,9 @@ _FLOAT_NAMES = ", ".join(list(FLOAT_DTYPES)[:-1]) + " or " + list(FLOAT_DTYPES)[
 
 
 def _check_layout(name: str, t: Tensor) -> None:
+    # A nested tensor of the strided layout is not a dense one either.
+    if t.is_nested:
+        raise ValueError(f"relufrob: {name} must be a dense (strided) tensor, got a nested tensor")
     if t.layout != torch.strided:
         raise ValueError(
             f"relufrob: {name} must be a dense (strided) tensor, got layout {t.layout}"
@@ -164,6 +167,12 @@ def explain_failure(X, W, Y, reduction, bias=None, activation="relu") -> None:
     # inside a compiled region, and cannot trace torch._check_value.
     for name, t in named:
         _check_layout(name, t)
+        # Quantized tensors have no relufrob kernel, so the dispatcher refuses
+        # them before C++ can check their dtype as it checks every other.
+        if t.is_quantized:
+            raise TypeError(
+                f"relufrob: {name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}"
+            )
     _check_devices(X, named[1:])
     if X.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
         "relufrob::grads", X.device.type.upper()

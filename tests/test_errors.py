@@ -465,3 +465,53 @@ def test_fake_kernel_errors_are_the_cpp_errors_general(case, op):
             k: mode.from_tensor(v) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()
         }
         assert _raised(lambda: op(*fake, **fake_kwargs)) == cpp
+
+
+# --------------------------------------------------------------------------
+# Tensors with no relufrob kernel: the dispatcher refuses them, and the error
+# still names the argument (not a dispatch key)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor.*deprecated")
+@pytest.mark.parametrize("arg", ["X", "W", "Y", "bias"])
+def test_quantized_tensors(arg, entry):
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y, "bias": torch.zeros(3)}
+    t[arg] = torch.quantize_per_tensor(t[arg], 0.1, 0, torch.qint8)
+    with pytest.raises(TypeError, match=_names(arg) + r" must be a floating-point tensor.*qint8"):
+        entry(t["X"], t["W"], t["Y"], bias=t["bias"])
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype")
+@pytest.mark.parametrize("arg", ["X", "W", "Y"])
+def test_nested_tensors(arg, entry):
+    X, W, Y = _ok()
+    t = {"X": X, "W": W, "Y": Y}
+    t[arg] = torch.nested.nested_tensor([t[arg], t[arg]], layout=torch.strided)
+    with pytest.raises(ValueError, match=_names(arg) + r" must be a dense \(strided\) tensor"):
+        entry(t["X"], t["W"], t["Y"])
+
+
+def test_expanded_inputs_too_big_for_memory_fail_at_once():
+    # X and Y expanded from one row to more rows than memory can hold once
+    # copied: a clear error before any copy, not seconds of copying (or the
+    # OOM killer). Sized from this machine's memory, in a subprocess so that
+    # a regression fails on the timeout instead of taking the suite down.
+    code = (
+        "import os, torch, relufrob\n"
+        "rows = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') // 4\n"
+        "X = torch.randn(1, 1).expand(rows, 1); W = torch.randn(1, 1)\n"
+        "Y = torch.randn(1, 1).expand(rows, 1)\n"
+        "try:\n"
+        "    relufrob.grads(X, W, Y)\n"
+        "except torch.OutOfMemoryError as e:\n"
+        "    assert str(e).startswith('relufrob: X has'), e\n"
+        "    assert 'GiB of memory' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -63,7 +63,11 @@ class FusedLoss : public torch::autograd::Function<FusedLoss> {
     ctx->save_for_backward({X, W, Y, bias, dW, dX, dY, db});
     ctx->saved_data["relu"] = activation.has_value();
     ctx->saved_data["has_y"] = Y.defined();
-    ctx->saved_data["scale"] = scale * reduction_scale(reduction, leading_rows(X) * W.size(1));
+    // The mean's element count is taken in backward, and only for
+    // create_graph: reading sizes here would specialise symbolic shapes
+    // under torch.export.
+    ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["scale"] = scale;
     return loss;
   }
 
@@ -72,8 +76,11 @@ class FusedLoss : public torch::autograd::Function<FusedLoss> {
     const at::Tensor &X = saved[0], &W = saved[1], &Y = saved[2], &bias = saved[3];
     at::Tensor dW = saved[4], dX = saved[5], dY = saved[6], db = saved[7];
     if (at::GradMode::is_enabled()) {
-      std::tie(dW, dX, dY, db) = differentiable_grads(
-          X, W, Y, bias, ctx->saved_data["relu"].toBool(), ctx->saved_data["scale"].toDouble());
+      const double scale =
+          ctx->saved_data["scale"].toDouble() *
+          reduction_scale(ctx->saved_data["reduction"].toStringRef(), leading_rows(X) * W.size(1));
+      std::tie(dW, dX, dY, db) =
+          differentiable_grads(X, W, Y, bias, ctx->saved_data["relu"].toBool(), scale);
     }
     const at::Tensor& g = grad_outputs[0];
     // needs_input_grad counts Variable inputs only, and an absent Y is none.

@@ -8,6 +8,10 @@
 #include <utility>
 #include <vector>
 
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
+
 namespace relufrob {
 namespace {
 
@@ -83,6 +87,15 @@ void check_same_dtype_and_device(const at::Tensor& X, const at::Tensor& W, const
   }
 }
 
+// Physical memory, or 0 where it cannot be told.
+double physical_memory_bytes() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages > 0 && page > 0) return static_cast<double>(pages) * static_cast<double>(page);
+#endif
+  return 0.0;
+}
+
 // (N,) is nn.Linear's bias; the output's shape (*, N) is the exercise's. For
 // a 1-D X both are (N,), and both readings give the same numbers.
 BiasKind check_bias(const at::Tensor& bias, const at::Tensor& X, int64_t N) {
@@ -96,6 +109,36 @@ BiasKind check_bias(const at::Tensor& bias, const at::Tensor& X, int64_t N) {
                     ",) or the output's shape (*, N) = ", c10::IntArrayRef(out_shape),
                     ", got bias shape ", bias.sizes());
   return BiasKind::kFull;
+}
+
+// Bytes of an (rows, cols) copy of t, or 0 when t is used in place.
+double copy_bytes(const at::Tensor& t, int64_t rows, int64_t cols) {
+  return t.is_contiguous() ? 0.0 : static_cast<double>(rows) * cols * t.element_size();
+}
+
+// An expanded input (stride 0) is tiny in memory but is copied to its full
+// size, and the outputs have its full size too: 2^31 expanded rows make
+// gigabytes. Failing here, before any copy, takes no time; running out of
+// memory in the middle of the copies takes seconds or gets the process
+// killed.
+void check_fits_in_memory(const at::Tensor& X, const at::Tensor& Y, const at::Tensor& bias,
+                          const GradsPlan& p, const GradRequest& want) {
+  const double elem = static_cast<double>(X.element_size());
+  const double rows = static_cast<double>(p.M);
+  double bytes = copy_bytes(X, p.M, p.K);
+  if (Y.defined()) bytes += copy_bytes(Y, p.M, p.N);
+  if (bias.defined() && bias.dim() > 1) bytes += copy_bytes(bias, p.M, p.N);
+  bytes += elem * ((want.dX ? rows * p.K : 0.0) + (want.dY ? rows * p.N : 0.0) +
+                   (want.db && bias.dim() > 1 ? rows * p.N : 0.0));
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  if (bytes < kGiB) return;  // the common case, without asking the OS
+  static const double memory = physical_memory_bytes();
+  if (memory <= 0 || bytes <= memory) return;
+  TORCH_CHECK_WITH(OutOfMemoryError, false, kOp, ": X has ", p.M,
+                   " rows (with its leading dimensions, expanded or not); the copies of the "
+                   "inputs that are not contiguous and the outputs need ",
+                   bytes / kGiB, " GiB, more than this machine's ", memory / kGiB,
+                   " GiB of memory");
 }
 
 }  // namespace
@@ -139,6 +182,8 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
   TORCH_CHECK_VALUE(!c10::mul_overflows(p.M, N, &numel), kOp,
                     ": the output (*, N) has more elements than int64 can count");
   p.scale = options.scale * reduction_scale(options.reduction, numel);
+
+  if (X.is_cpu()) check_fits_in_memory(X, Y, bias, p, want);
 
   p.X = as_contiguous_2d(X, p.M, K);
   p.W = W.is_contiguous() ? W : W.contiguous();
