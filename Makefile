@@ -8,7 +8,7 @@ DEPS   := $(VENV)/.deps-installed
 DEV    := $(VENV)/.dev-linked
 CPP_SOURCES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
-.PHONY: test bench build clean lint lint-py lint-cpp format
+.PHONY: test bench build clean lint lint-py lint-cpp format sanitize
 
 test: lint build
 	$(PY) -m pytest -q tests
@@ -18,6 +18,24 @@ bench: build
 
 build: $(DEPS) $(DEV)
 	$(PY) setup.py -q build_ext --inplace
+
+# The parity, error and property suites against a CPU-only build compiled
+# with ASan and UBSan. It lives in build/sanitize (the package's Python files
+# beside the sanitized _C), so the normal in-place build is left alone. The
+# sanitizer runtimes must be loaded before python; libstdc++ with them, so
+# that ASan intercepts the C++ allocator torch uses. Python's own allocations
+# are not leak-checked (detect_leaks=0): the interpreter never frees some.
+SAN_DIR  := build/sanitize
+SAN_LIBS  = $(shell g++ -print-file-name=libasan.so) $(shell g++ -print-file-name=libubsan.so) $(shell g++ -print-file-name=libstdc++.so)
+SAN_TESTS = $(wildcard tests/test_parity_*.py) tests/test_errors.py tests/test_properties.py
+
+sanitize: $(DEPS)
+	RELUFROB_SANITIZE=1 RELUFROB_CPU_ONLY=1 $(PY) setup.py -q build_ext -t $(SAN_DIR)/temp -b $(SAN_DIR)/lib
+	cp relufrob/*.py $(SAN_DIR)/lib/relufrob/
+	cd $(SAN_DIR) && LD_PRELOAD="$(SAN_LIBS)" \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  PYTHONPATH=$(CURDIR)/$(SAN_DIR)/lib $(CURDIR)/$(VENV)/bin/pytest -q -p no:cacheprovider \
+	  --rootdir=$(CURDIR) $(addprefix $(CURDIR)/,$(SAN_TESTS))
 
 # Style, as configured in pyproject.toml ([tool.ruff]) and .clang-format.
 lint: lint-py lint-cpp

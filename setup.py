@@ -2,6 +2,8 @@
 
 Switches (environment variables):
   RELUFROB_CPU_ONLY=1   build the CPU kernels only, even where CUDA is available.
+  RELUFROB_SANITIZE=1   compile and link the C++ with AddressSanitizer and
+                        UndefinedBehaviorSanitizer (CPU only; `make sanitize`).
   FORCE_CUDA=1          build the CUDA kernels, failing if that is impossible.
   TORCH_CUDA_ARCH_LIST  GPU architectures to compile for; defaults to
                         "8.0;9.0+PTX" when no GPU is visible (e.g. on a CI
@@ -135,7 +137,7 @@ def write_build_config(with_cuda, archs):
 
 
 def make_extension():
-    with_cuda = want_cuda()
+    with_cuda = want_cuda() and not env_flag("RELUFROB_SANITIZE")
     archs = cuda_archs() if with_cuda else ""
     sources = sorted(
         glob.glob("csrc/*.cpp")
@@ -152,6 +154,11 @@ def make_extension():
         # extension itself is compiled with OpenMP.
         cxx_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
+    if env_flag("RELUFROB_SANITIZE"):
+        # Any undefined behaviour aborts, so that a test run cannot pass it by.
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+        cxx_flags += [*sanitize, "-fno-omit-frame-pointer", "-g"]
+        link_flags += sanitize
     include_dirs = [write_build_config(with_cuda, archs)]
     kwargs = dict(
         name="relufrob._C",

@@ -93,7 +93,7 @@ class Variant:
         return kwargs
 
 
-# The named exercises of --exercise. "linear-bias" is issue #10's: seed 0,
+# The named exercises of --exercise. "linear-bias" is the f = ||XW + b||^2 exercise: seed 0,
 # x = randn(10, 4), w = randn(4, 4), b = randn(10, 4),
 # y = (x.mm(w) + b).pow(2).sum() = 162.5566.
 CLASSIC = Variant()

@@ -64,7 +64,7 @@ def _relu_formulas(bias, target: bool) -> dict[str, str]:
 
 def _identity_formulas(bias, target: bool) -> dict[str, str]:
     # Without a mask nothing needs naming: written as the linear exercise
-    # writes them (issue #10), df/dW = 2Xᵀ(XW+b), df/dX = 2(XW+b)Wᵀ.
+    # writes them: df/dW = 2Xᵀ(XW+b), df/dX = 2(XW+b)Wᵀ.
     z = "XW+b" if bias else "XW"
     r = f"({z}-Y)" if target else f"({z})"
     out = {"f": f"f = sum({r}^2)"}

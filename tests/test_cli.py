@@ -300,7 +300,7 @@ def test_check_on_cuda_uses_the_cpu_numbers(capsys):
 
 
 def the_exercise_by_hand():
-    """Issue #10's exercise, written out as it is there: x, w, b and the loss y."""
+    """The f = ||XW + b||^2 exercise, written out as it is usually given: x, w, b and y."""
     torch.manual_seed(0)
     x = torch.randn(10, 4)
     w = torch.randn(4, 4)
