@@ -12,6 +12,7 @@ from typing import NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
+from . import func_support
 from ._C import _set_grads_types
 from ._C import build_info as _build_info
 from ._C import cpu_kernels as _cpu_kernels
@@ -50,6 +51,9 @@ _set_grads_types(Grads, GradsWithBias)
 _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch.overrides.has_torch_function
 _loss_op = torch.ops.relufrob.loss.default
+# Under torch.func transforms the op's C++ autograd cannot run; see func_support.
+_func_transforms_active = func_support.transforms_active
+_func_loss = func_support.loss
 
 _NAMES = ("X", "W", "Y", "b")
 
@@ -160,6 +164,8 @@ def loss(
     does for saved tensors. Arguments are as for :func:`grads`.
     """
     try:
+        if _func_transforms_active():
+            return _func_loss(X, W, Y, bias, activation, reduction)
         return _loss_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
     except (TypeError, NotImplementedError, RuntimeError):
         explain_failure(X, W, Y, reduction, bias, activation)

@@ -181,6 +181,23 @@ def storage_ptr(t: torch.Tensor):
 
 
 # --------------------------------------------------------------------------
+# What the op's callers see
+# --------------------------------------------------------------------------
+
+
+class RecordTorchFunctions(torch.overrides.TorchFunctionMode):
+    """Records every function that __torch_function__ sees (ops included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+# --------------------------------------------------------------------------
 # Commands, as typed at a shell
 # --------------------------------------------------------------------------
 

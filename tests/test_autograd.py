@@ -13,6 +13,8 @@ import relufrob
 from relufrob import reference
 from relufrob.reference import make_inputs
 
+from helpers import RecordTorchFunctions
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDUCTIONS = ("sum", "mean")
 NAMES = ("X", "W", "Y")
@@ -294,19 +296,8 @@ def test_double_backward_with_empty_dimensions(MKN):
 
 
 def test_torch_function_modes_see_grads_and_loss():
-    from torch.overrides import TorchFunctionMode
-
-    class Record(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.calls = []
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            self.calls.append(func)
-            return func(*args, **(kwargs or {}))
-
     X, W, Y = make_inputs(9, 5, 4)
-    with Record() as rec:
+    with RecordTorchFunctions() as rec:
         relufrob.grads(X, W, Y)
         relufrob.loss(X, W, Y)
     assert torch.ops.relufrob.grads.default in rec.calls
