@@ -127,9 +127,10 @@ void check_fits_in_memory(const at::Tensor& X, const at::Tensor& Y, const at::Te
   const double rows = static_cast<double>(p.M);
   double bytes = copy_bytes(X, p.M, p.K);
   if (Y.defined()) bytes += copy_bytes(Y, p.M, p.N);
-  if (bias.defined() && bias.dim() > 1) bytes += copy_bytes(bias, p.M, p.N);
+  const bool full_bias = p.bias_kind == BiasKind::kFull;
+  if (full_bias) bytes += copy_bytes(bias, p.M, p.N);
   bytes += elem * ((want.dX ? rows * p.K : 0.0) + (want.dY ? rows * p.N : 0.0) +
-                   (want.db && bias.dim() > 1 ? rows * p.N : 0.0));
+                   (want.db && full_bias ? rows * p.N : 0.0));
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   if (bytes < kGiB) return;  // the common case, without asking the OS
   static const double memory = physical_memory_bytes();
