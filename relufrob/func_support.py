@@ -50,8 +50,11 @@ class FusedLoss(torch.autograd.Function):
     def backward(ctx, g, *_):
         X, W, Y, bias, dW, dX, dY, db = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # A derivative of this backward is wanted (grad of grad, hessian):
-            # the gradients again, from differentiable ops.
+            # A derivative of this backward may be wanted (grad of grad,
+            # hessian): the gradients again, from differentiable ops. Note
+            # that torch.func always runs backward this way (its tensors
+            # track grad at their level even for a single grad), so under
+            # the transforms only the forward's loss comes from the fused op.
             ref = reference.formula_grads(
                 X, W, Y, ctx.reduction, bias=bias, activation=ctx.activation
             )
