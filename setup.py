@@ -144,6 +144,7 @@ def make_extension():
         + glob.glob("csrc/common/*.cpp")
         + glob.glob("csrc/cpu/*.cpp")
         + glob.glob("csrc/autograd/*.cpp")
+        + glob.glob("csrc/autocast/*.cpp")
     )
     # As torch itself is built: without -fno-trapping-math GCC will not turn the
     # epilogue's NaN-aware selects into vector blends. IEEE results are unchanged.

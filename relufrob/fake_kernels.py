@@ -8,7 +8,7 @@ code fails the same way eager code does.
 
 import torch
 
-from .validation import check_args
+from .validation import check_args, target_dtype
 
 
 @torch.library.register_fake("relufrob::grads")
@@ -31,8 +31,11 @@ def _grads_fake(
     def placeholder():
         return X.new_empty((0,))
 
+    # The loss, dY and db take the target's dtype (X's, or float32 in mixed
+    # precision); dW and dX take X's.
+    target = target_dtype(X, Y, bias)
     return (
-        X.new_empty(()),
+        X.new_empty((), dtype=target),
         W.new_empty(W.shape) if need_dW else placeholder(),
         X.new_empty(X.shape) if need_dX else placeholder(),
         Y.new_empty(Y.shape) if need_dY and Y is not None else placeholder(),
@@ -43,4 +46,4 @@ def _grads_fake(
 @torch.library.register_fake("relufrob::loss")
 def _loss_fake(X, W, Y, *, bias=None, activation="relu", reduction="sum", scale=1.0):
     check_args(X, W, Y, reduction, bias, activation)
-    return X.new_empty(())
+    return X.new_empty((), dtype=target_dtype(X, Y, bias))

@@ -49,7 +49,10 @@ def _sum_length(name: str, mkn: tuple[int, int, int], numel: int = 0) -> int:
 
 
 def parity_tolerance(
-    name: str, expected: Tensor, mkn: Optional[tuple[int, int, int]]
+    name: str,
+    expected: Tensor,
+    mkn: Optional[tuple[int, int, int]],
+    dtype: Optional[torch.dtype] = None,
 ) -> tuple[float, float]:
     """(rtol, atol) for comparing relufrob's `name` with autograd's `expected`.
 
@@ -61,6 +64,10 @@ def parity_tolerance(
             scale of the allowance).
         mkn: (M, K, N) of the problem, X being M x K and W K x N; None gives
             assert_close's defaults.
+        dtype: the precision the computation ran in, when it is not
+            ``expected.dtype``: under torch.autocast a float32 loss or
+            gradient comes from GEMMs in the autocast dtype, and is judged by
+            that dtype's rule (its rtol and eps).
 
     The rule: rtol is torch.testing.assert_close's default for
     ``expected.dtype``; atol is the default atol or, when larger,
@@ -138,10 +145,11 @@ def parity_tolerance(
     with a near-perfect fit (loss much smaller than ||relu(XW)||^2) is judged
     as strictly, so there compare with a float64 ground truth instead.
     """
-    rtol, atol = ASSERT_CLOSE_DEFAULTS.get(expected.dtype, ASSERT_CLOSE_DEFAULTS[torch.float32])
+    dtype = dtype or expected.dtype
+    rtol, atol = ASSERT_CLOSE_DEFAULTS.get(dtype, ASSERT_CLOSE_DEFAULTS[torch.float32])
     if mkn is None or expected.numel() == 0 or not expected.dtype.is_floating_point:
         return rtol, atol
-    low_precision = expected.dtype in _LOW_PRECISION
+    low_precision = dtype in _LOW_PRECISION
     if name in _LOSS_NAMES:
         if not low_precision:
             return rtol, atol
@@ -158,7 +166,7 @@ def parity_tolerance(
     if finite.numel() == 0:
         return rtol, atol
     scale = finite.abs().max().item()
-    eps = torch.finfo(expected.dtype).eps
+    eps = torch.finfo(dtype).eps
     if low_precision:
         # float32 accumulation in both, plus autograd's roundings to the dtype
         eps32 = torch.finfo(torch.float32).eps

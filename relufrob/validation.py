@@ -17,6 +17,7 @@ __all__ = [
     "check_args",
     "check_reduction",
     "explain_failure",
+    "target_dtype",
 ]
 
 # The dtypes relufrob accepts, by the names the command lines use.
@@ -72,6 +73,37 @@ def _check_kind(name: str, t: Tensor) -> None:
         )
 
 
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def target_dtype(X: Tensor, Y, bias) -> torch.dtype:
+    """The dtype of Y, bias, the loss, dY and db: Y's, else bias's, else X's.
+
+    It is X's, or float32 under a float16/bfloat16 X (a low-precision GEMM
+    with a float32 target, as autocast produces)."""
+    if Y is not None:
+        return Y.dtype
+    if bias is not None:
+        return bias.dtype
+    return X.dtype
+
+
+def _check_dtypes(X: Tensor, W: Tensor, Y, bias) -> None:
+    if W.dtype != X.dtype:
+        raise TypeError(f"relufrob: W must have the same dtype as X ({X.dtype}), got {W.dtype}")
+    reduced = X.dtype in _REDUCED
+    for name, t in (("Y", Y), ("bias", bias)):
+        if t is not None and not (t.dtype == X.dtype or (reduced and t.dtype == torch.float32)):
+            also = ", or torch.float32" if reduced else ""
+            raise TypeError(
+                f"relufrob: {name} must have the same dtype as X ({X.dtype}){also}, got {t.dtype}"
+            )
+    if Y is not None and bias is not None and bias.dtype != Y.dtype:
+        raise TypeError(
+            f"relufrob: bias must have the same dtype as Y ({Y.dtype}), got {bias.dtype}"
+        )
+
+
 def check_activation(activation) -> None:
     if activation is not None and activation != "relu":
         raise ValueError(f"relufrob: activation must be {_ACTIVATIONS}, got {activation!r}")
@@ -123,11 +155,7 @@ def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
     if bias is not None:
         _check_bias(X, N, bias)
         named.append(("bias", bias))
-    for name, t in named[1:]:
-        if t.dtype != X.dtype:
-            raise TypeError(
-                f"relufrob: {name} must have the same dtype as X ({X.dtype}), got {t.dtype}"
-            )
+    _check_dtypes(X, W, Y, bias)
     _check_devices(X, named[1:])
     check_activation(activation)
     check_reduction(reduction)

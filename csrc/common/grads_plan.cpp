@@ -71,16 +71,39 @@ bool parse_activation(const std::optional<std::string_view>& activation) {
 
 namespace {
 
+// The dtype that Y, bias, the loss, dY and db share: Y's, else bias's, else
+// X's. It is X's, or float32 when X is float16/bfloat16: a low-precision
+// GEMM with a float32 target, as autocast produces.
+at::ScalarType target_dtype(const at::Tensor& X, const at::Tensor& Y, const at::Tensor& bias) {
+  if (Y.defined()) return Y.scalar_type();
+  if (bias.defined()) return bias.scalar_type();
+  return X.scalar_type();
+}
+
+bool is_reduced_float(at::ScalarType dt) { return dt == at::kHalf || dt == at::kBFloat16; }
+
 // W, then Y and bias where given: every dtype first, then every device.
 void check_same_dtype_and_device(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
                                  const at::Tensor& bias) {
-  const std::pair<const char*, const at::Tensor*> others[] = {
-      {"W", &W}, {"Y", &Y}, {"bias", &bias}};
-  for (const auto& [name, t] : others) {
-    TORCH_CHECK_TYPE(!t->defined() || t->scalar_type() == X.scalar_type(), kOp, ": ", name,
-                     " must have the same dtype as X (", dtype_name(X.scalar_type()), "), got ",
+  const auto xdt = X.scalar_type();
+  TORCH_CHECK_TYPE(W.scalar_type() == xdt, kOp, ": W must have the same dtype as X (",
+                   dtype_name(xdt), "), got ", dtype_name(W.scalar_type()));
+  const bool reduced = is_reduced_float(xdt);
+  const auto allowed = [&](at::ScalarType dt) {
+    return dt == xdt || (reduced && dt == at::kFloat);
+  };
+  const std::pair<const char*, const at::Tensor*> targets[] = {{"Y", &Y}, {"bias", &bias}};
+  for (const auto& [name, t] : targets) {
+    if (!t->defined()) continue;
+    TORCH_CHECK_TYPE(allowed(t->scalar_type()), kOp, ": ", name, " must have the same dtype as X (",
+                     dtype_name(xdt), reduced ? "), or torch.float32, got " : "), got ",
                      dtype_name(t->scalar_type()));
   }
+  TORCH_CHECK_TYPE(!Y.defined() || !bias.defined() || bias.scalar_type() == Y.scalar_type(), kOp,
+                   ": bias must have the same dtype as Y (", dtype_name(Y.scalar_type()), "), got ",
+                   dtype_name(bias.scalar_type()));
+  const std::pair<const char*, const at::Tensor*> others[] = {
+      {"W", &W}, {"Y", &Y}, {"bias", &bias}};
   for (const auto& [name, t] : others) {
     TORCH_CHECK_VALUE(!t->defined() || t->device() == X.device(), kOp, ": ", name,
                       " must be on the same device as X (", X.device(), "), got ", t->device());
@@ -176,6 +199,7 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
   p.N = N;
   p.M = leading_rows(X);
   p.bias_kind = bias_kind;
+  p.target_dtype = target_dtype(X, Y, bias);
   want.dY = want.dY && Y.defined();
   want.db = want.db && bias.defined();
   p.want = want;
@@ -195,12 +219,14 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
   // On CPU, allocate directly: going through the dispatcher for each of the
   // outputs is a measurable share of a 10x4x4 call.
   const auto opts = X.options();
+  const auto target_opts = opts.dtype(p.target_dtype);
   const bool on_cpu = X.is_cpu();
-  const auto empty = [&](at::IntArrayRef sizes) {
-    return on_cpu ? at::detail::empty_cpu(sizes, opts) : at::empty(sizes, opts);
+  const auto empty_as = [&](at::IntArrayRef sizes, const at::TensorOptions& o) {
+    return on_cpu ? at::detail::empty_cpu(sizes, o) : at::empty(sizes, o);
   };
+  const auto empty = [&](at::IntArrayRef sizes) { return empty_as(sizes, opts); };
   const auto placeholder = [&] { return empty({0}); };
-  p.loss = empty({});
+  p.loss = empty_as({}, target_opts);
   p.dW = want.dW ? empty({K, N}) : placeholder();
   // A view is a dispatcher call too; 2-D outputs need none.
   const auto as_2d = [](const at::Tensor& t, int64_t rows, int64_t cols) {
@@ -213,13 +239,13 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
     p.dX = placeholder();
   }
   if (want.dY) {
-    p.dY = empty(Y.sizes());
+    p.dY = empty_as(Y.sizes(), target_opts);
     p.dY2 = as_2d(p.dY, p.M, N);
   } else {
     p.dY = placeholder();
   }
   if (want.db) {
-    p.db = empty(bias.sizes());
+    p.db = empty_as(bias.sizes(), target_opts);
     if (bias_kind == BiasKind::kFull) p.db2 = as_2d(p.db, p.M, N);
   } else {
     p.db = placeholder();

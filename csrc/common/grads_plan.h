@@ -50,6 +50,10 @@ struct GradsPlan {
   at::Tensor bias;  // (N,) for kRow, (M, N) for kFull, else undefined
   int64_t M = 0, K = 0, N = 0;
   BiasKind bias_kind = BiasKind::kNone;
+  // The dtype of Y, the bias, the loss, dY and db: X's, or float32 under a
+  // float16/bfloat16 X (the mixed precision of autocast, where the GEMMs run
+  // in the low precision and the residual and the loss in float32).
+  at::ScalarType target_dtype = at::kFloat;
   bool relu = true;
   GradRequest want;
   // The loss is scale * sum(R²): the op's scale, times 1/(M*N) for "mean"
@@ -59,6 +63,8 @@ struct GradsPlan {
 
   bool has_y() const { return Y.defined(); }
   bool has_bias() const { return bias_kind != BiasKind::kNone; }
+  // A float32 target under a float16/bfloat16 X.
+  bool mixed() const { return target_dtype != X.scalar_type(); }
 
   // Outputs, allocated in the callers' shapes. Gradients that were not
   // requested are empty placeholders of shape (0,).

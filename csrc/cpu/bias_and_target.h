@@ -14,10 +14,11 @@ namespace relufrob::cpu {
 // row of zeros (kept in `zero_row`, which must outlive the result) repeated
 // for every row: a - 0 is bitwise a, so the zero target needs no kernel of
 // its own.
-template <typename scalar_t, typename opmath_t>
-EpilogueArgs<scalar_t, opmath_t> epilogue_args(const GradsPlan& p, opmath_t two_scale,
-                                               c10::SmallVectorImpl<scalar_t>& zero_row) {
-  EpilogueArgs<scalar_t, opmath_t> a;
+// scalar_t is the target's type, gemm_t X's (EpilogueArgs).
+template <typename scalar_t, typename gemm_t, typename opmath_t>
+EpilogueArgs<scalar_t, opmath_t, gemm_t> epilogue_args(const GradsPlan& p, opmath_t two_scale,
+                                                       c10::SmallVectorImpl<scalar_t>& zero_row) {
+  EpilogueArgs<scalar_t, opmath_t, gemm_t> a;
   a.n = p.N;
   if (p.has_y()) {
     a.y = p.Y.const_data_ptr<scalar_t>();

@@ -72,15 +72,16 @@ struct Scratch {
 };
 
 // Rows [row_begin, row_end) in blocks; returns their sum of R².
-template <typename Isa, typename scalar_t, typename opmath_t>
+template <typename Isa, typename scalar_t, typename target_t, typename opmath_t>
 double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm,
-                     const EpilogueArgs<scalar_t, opmath_t>& ep, int64_t row_begin, int64_t row_end,
-                     int64_t rows_per_block, opmath_t* dw_partial, opmath_t* db_partial) {
+                     const EpilogueArgs<target_t, opmath_t, scalar_t>& ep, int64_t row_begin,
+                     int64_t row_end, int64_t rows_per_block, opmath_t* dw_partial,
+                     opmath_t* db_partial) {
   constexpr bool kNative = std::is_same_v<scalar_t, opmath_t>;
   const int64_t K = p.K, N = p.N;
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
   scalar_t* dX = p.want.dX ? p.dX2.data_ptr<scalar_t>() : nullptr;
-  scalar_t* db_full = full_bias_grad<scalar_t>(p);
+  target_t* db_full = full_bias_grad<target_t>(p);
 
   // Allocated by the thread that uses them.
   const Scratch<opmath_t> z(rows_per_block * N);
@@ -131,7 +132,9 @@ double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm,
   return loss;
 }
 
-template <typename Isa, typename scalar_t>
+// scalar_t: X, W, dX and dW; target_t: Y, bias, dY and db (scalar_t, or
+// float under a float16/bfloat16 scalar_t).
+template <typename Isa, typename scalar_t, typename target_t>
 double blocked_grads(const GradsPlan& p) {
   using opmath_t = at::opmath_type<scalar_t>;
   constexpr bool kNative = std::is_same_v<scalar_t, opmath_t>;
@@ -153,13 +156,15 @@ double blocked_grads(const GradsPlan& p) {
     if (p.want.dW) dw_out = p.dW.data_ptr<scalar_t>();
   }
   ChunkPartials<opmath_t> dw(split.chunks, p.want.dW ? K * N : 0, dw_out);
-  RowBiasGrad<scalar_t, opmath_t> db(p, split.chunks);
-  c10::SmallVector<scalar_t, 64> zero_row;
-  const auto ep = epilogue_args<scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
+  RowBiasGrad<target_t, opmath_t> db(p, split.chunks);
+  c10::SmallVector<target_t, 64> zero_row;
+  const auto ep =
+      epilogue_args<target_t, scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
 
   const double loss = sum_over_chunks(split, [&](int64_t c) {
-    return blocked_chunk<Isa, scalar_t>(p, gemm, ep, split.begin(c, M), split.end(c, M),
-                                        rows_per_block, p.want.dW ? dw.of(c) : nullptr, db.of(c));
+    return blocked_chunk<Isa, scalar_t, target_t>(p, gemm, ep, split.begin(c, M), split.end(c, M),
+                                                  rows_per_block, p.want.dW ? dw.of(c) : nullptr,
+                                                  db.of(c));
   });
   db.store(p);
   if (p.want.dW) {

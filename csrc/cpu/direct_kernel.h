@@ -190,16 +190,16 @@ void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np, scalar_t* d
 // (N,)-bias db partials (nullable) and returns its sum of R². dW is updated
 // once per group, from the group's G still in cache, rather than once per
 // tile of rows.
-template <typename Isa, typename scalar_t, typename opmath_t>
+template <typename Isa, typename scalar_t, typename target_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeights<opmath_t>& pw,
-                                           const EpilogueArgs<scalar_t, opmath_t>& ep,
+                                           const EpilogueArgs<target_t, opmath_t, scalar_t>& ep,
                                            int64_t row_begin, int64_t row_end, opmath_t* dw_partial,
                                            opmath_t* db_partial) {
   constexpr int64_t kGroupRows = Isa::kPanelRows * Isa::kGroupPanels;
   const int64_t K = p.K, N = p.N, Kp = pw.Kp, Np = pw.Np;
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
   scalar_t* dX = p.want.dX ? p.dX2.data_ptr<scalar_t>() : nullptr;
-  scalar_t* db_full = full_bias_grad<scalar_t>(p);
+  target_t* db_full = full_bias_grad<target_t>(p);
 
   // A whole group of float/double rows with K a multiple of the vector width
   // is read from X and its dX written to the output in place; anything else
@@ -267,14 +267,17 @@ RowSplit direct_split(const GradsPlan& p) {
   return split_rows(p.M, kRows, std::max<int64_t>(chunks, 1));
 }
 
-template <typename Isa, typename scalar_t>
+// scalar_t: X, W, dX and dW; target_t: Y, bias, dY and db (scalar_t, or
+// float under a float16/bfloat16 scalar_t).
+template <typename Isa, typename scalar_t, typename target_t>
 double direct_grads(const GradsPlan& p) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t K = p.K, N = p.N;
   PaddedWeights<opmath_t> pw;
   pad_weights<Isa>(p.W.const_data_ptr<scalar_t>(), K, N, p.want.dX, pw);
-  c10::SmallVector<scalar_t, 64> zero_row;
-  const auto ep = epilogue_args<scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
+  c10::SmallVector<target_t, 64> zero_row;
+  const auto ep =
+      epilogue_args<target_t, scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
   const RowSplit split = direct_split<Isa>(p);
 
   // For float/double with no column padding, chunk 0's partial is the dW
@@ -284,14 +287,14 @@ double direct_grads(const GradsPlan& p) {
     if (p.want.dW && pw.Np == N) dw_out = p.dW.data_ptr<scalar_t>();
   }
   ChunkPartials<opmath_t> dw(split.chunks, p.want.dW ? K * pw.Np : 0, dw_out);
-  RowBiasGrad<scalar_t, opmath_t> db(p, split.chunks);
+  RowBiasGrad<target_t, opmath_t> db(p, split.chunks);
 
   const double loss = sum_over_chunks(split, [&](int64_t c) {
     opmath_t* dw_c = p.want.dW ? dw.of(c) : nullptr;
     opmath_t* db_c = db.of(c);
     return run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-      return direct_chunk<Isa, scalar_t>(p, pw, ep, split.begin(c, p.M), split.end(c, p.M), dw_c,
-                                         db_c);
+      return direct_chunk<Isa, scalar_t, target_t>(p, pw, ep, split.begin(c, p.M),
+                                                   split.end(c, p.M), dw_c, db_c);
     });
   });
   db.store(p);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace relufrob::cpu {
 
@@ -39,8 +40,12 @@ static_assert(kPiece % kLanes == 0);
 
 // What the epilogue reads and writes besides Z, for the rows of one call.
 // Row i's pointers are base + i * ld; an ld of 0 repeats one row, which is
-// how a missing Y (a row of zeros) and an (N,) bias are read.
-template <typename scalar_t, typename opmath_t>
+// how a missing Y (a row of zeros) and an (N,) bias are read. scalar_t is
+// the type of Y, bias and dY; gemm_t that of X and W: Z = XW is rounded to
+// it first when it is float16/bfloat16, as the product of a low-precision
+// GEMM is, so that the mask and the residual see what autograd and the CUDA
+// kernels see.
+template <typename scalar_t, typename opmath_t, typename gemm_t = opmath_t>
 struct EpilogueArgs {
   int64_t n = 0;                // elements per row
   const scalar_t* y = nullptr;  // the target, or a row of zeros (y_ld 0)
@@ -66,7 +71,8 @@ struct EpilogueArgs {
 // Each piece takes two loops: the elementwise math with no reduction in it,
 // which vectorises reliably, then the squares summed into the double lanes.
 // (One loop doing both vectorised or not depending on the variant.)
-template <bool kWriteG, bool kWriteDY, bool kBias, bool kRelu, typename scalar_t, typename opmath_t>
+template <bool kWriteG, bool kWriteDY, bool kBias, bool kRelu, typename gemm_t, typename scalar_t,
+          typename opmath_t>
 RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
                                                  const scalar_t* __restrict y,
                                                  const scalar_t* __restrict b, int64_t n,
@@ -79,6 +85,7 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
     for (int64_t i = 0; i < m; ++i) {
       const int64_t j = j0 + i;
       opmath_t z = zg[j];
+      if constexpr (!std::is_same_v<gemm_t, opmath_t>) z = static_cast<opmath_t>(gemm_t(z));
       if constexpr (kBias) z = add_bias(z, static_cast<opmath_t>(b[j]));
       const auto e = epilogue<kRelu>(z, static_cast<opmath_t>(y[j]), two_scale);
       sq[i] = e.sq;
@@ -108,40 +115,44 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
 }
 
 // The outputs' specialisation, chosen once per row rather than per element.
-template <bool kBias, bool kRelu, typename scalar_t, typename opmath_t>
+template <bool kBias, bool kRelu, typename gemm_t, typename scalar_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double epilogue_row_outputs(opmath_t* zg, const scalar_t* y,
                                                    const scalar_t* b, int64_t n, opmath_t two_scale,
                                                    bool write_g, scalar_t* dy) {
   if (write_g && dy)
-    return epilogue_row_fixed<true, true, kBias, kRelu>(zg, y, b, n, two_scale, dy);
-  if (write_g) return epilogue_row_fixed<true, false, kBias, kRelu>(zg, y, b, n, two_scale, dy);
-  if (dy) return epilogue_row_fixed<false, true, kBias, kRelu>(zg, y, b, n, two_scale, dy);
-  return epilogue_row_fixed<false, false, kBias, kRelu>(zg, y, b, n, two_scale, dy);
+    return epilogue_row_fixed<true, true, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
+  if (write_g)
+    return epilogue_row_fixed<true, false, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
+  if (dy) return epilogue_row_fixed<false, true, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
+  return epilogue_row_fixed<false, false, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
 }
 
 // Row i of the problem, whose Z (then G) is at zg. Returns the row's sum of
 // R² (unscaled).
-template <typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE double epilogue_row(const EpilogueArgs<scalar_t, opmath_t>& a, int64_t i,
-                                           opmath_t* zg) {
+template <typename scalar_t, typename opmath_t, typename gemm_t>
+RELUFROB_ALWAYS_INLINE double epilogue_row(const EpilogueArgs<scalar_t, opmath_t, gemm_t>& a,
+                                           int64_t i, opmath_t* zg) {
   const scalar_t* y = a.y_row(i);
   const scalar_t* b = a.bias_row(i);
   scalar_t* dy = a.dy_row(i);
-  if (b) {
-    return a.relu ? epilogue_row_outputs<true, true>(zg, y, b, a.n, a.two_scale, a.write_g, dy)
-                  : epilogue_row_outputs<true, false>(zg, y, b, a.n, a.two_scale, a.write_g, dy);
-  }
-  return a.relu ? epilogue_row_outputs<false, true>(zg, y, b, a.n, a.two_scale, a.write_g, dy)
-                : epilogue_row_outputs<false, false>(zg, y, b, a.n, a.two_scale, a.write_g, dy);
+  const auto row = [&](auto bias, auto relu) RELUFROB_INLINE_LAMBDA {
+    return epilogue_row_outputs<decltype(bias)::value, decltype(relu)::value, gemm_t>(
+        zg, y, b, a.n, a.two_scale, a.write_g, dy);
+  };
+  if (b)
+    return a.relu ? row(std::true_type{}, std::true_type{})
+                  : row(std::true_type{}, std::false_type{});
+  return a.relu ? row(std::false_type{}, std::true_type{})
+                : row(std::false_type{}, std::false_type{});
 }
 
 // Rows [begin, end) of a block that starts at problem row `first` and whose
 // Z rows are n apart. Row i's loss partial goes to row_loss[i], so the
 // caller can sum them in a fixed order whatever the thread count. Compiled
 // for the ISA of the run_with_isa that calls it.
-template <typename scalar_t, typename opmath_t>
-RELUFROB_ALWAYS_INLINE void epilogue_rows(const EpilogueArgs<scalar_t, opmath_t>& a, int64_t first,
-                                          int64_t begin, int64_t end, opmath_t* zg,
+template <typename scalar_t, typename opmath_t, typename gemm_t>
+RELUFROB_ALWAYS_INLINE void epilogue_rows(const EpilogueArgs<scalar_t, opmath_t, gemm_t>& a,
+                                          int64_t first, int64_t begin, int64_t end, opmath_t* zg,
                                           double* row_loss) {
   for (int64_t i = begin; i < end; ++i) row_loss[i] = epilogue_row(a, first + i, zg + i * a.n);
 }

@@ -7,7 +7,10 @@
 #include "direct_kernel.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <torch/library.h>
+
+#include <type_traits>
 
 namespace relufrob::cpu {
 namespace {
@@ -20,6 +23,17 @@ constexpr int64_t kDirectMaxDim = 256;
 template <typename Isa>
 bool use_direct(const GradsPlan& p) {
   return p.M * p.K * p.N <= Isa::kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
+}
+
+// scalar_t: X and W; target_t: Y and bias (see direct_grads).
+template <typename scalar_t, typename target_t>
+void run_typed(GradsPlan& p) {
+  const double sum = dispatch_isa([&](auto isa) {
+    using Isa = decltype(isa);
+    return use_direct<Isa>(p) ? direct_grads<Isa, scalar_t, target_t>(p)
+                              : blocked_grads<Isa, scalar_t, target_t>(p);
+  });
+  *p.loss.data_ptr<target_t>() = static_cast<target_t>(sum * p.scale);
 }
 
 void run_cpu(GradsPlan& p) {
@@ -36,12 +50,11 @@ void run_cpu(GradsPlan& p) {
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
-        const double sum = dispatch_isa([&](auto isa) {
-          using Isa = decltype(isa);
-          return use_direct<Isa>(p) ? direct_grads<Isa, scalar_t>(p)
-                                    : blocked_grads<Isa, scalar_t>(p);
-        });
-        *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(sum * p.scale);
+        // Only a float16/bfloat16 X has a mixed variant (a float32 target).
+        if constexpr (!std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+          if (p.mixed()) return run_typed<scalar_t, float>(p);
+        }
+        run_typed<scalar_t, scalar_t>(p);
       });
 }
 

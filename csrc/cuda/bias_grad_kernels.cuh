@@ -47,21 +47,22 @@ __global__ void __launch_bounds__(kBiasGradThreads)
   partials[chunk * N + j] = sum;
 }
 
-template <typename T, typename acc_t>
+template <typename Out, typename acc_t>
 __global__ void __launch_bounds__(kBiasGradThreads)
     bias_grad_finish_kernel(const acc_t* __restrict__ partials, int64_t chunks, int64_t N,
-                            T* __restrict__ db) {
+                            Out* __restrict__ db) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= N) return;
   acc_t sum = 0;
   for (int64_t c = 0; c < chunks; ++c) sum += partials[c * N + j];
-  db[j] = static_cast<T>(sum);
+  db[j] = static_cast<Out>(sum);
 }
 
 // db[j] = sum_r g[r * N + j]; `workspace` holds bias_grad_workspace(M, N)
-// acc_t elements. M == 0 gives zeros; N == 0 launches nothing.
-template <typename T, typename acc_t>
-void launch_bias_grad(const T* g, int64_t M, int64_t N, acc_t* workspace, T* db,
+// acc_t elements; db may have another type than g (a float32 bias over a
+// half/bfloat16 G). M == 0 gives zeros; N == 0 launches nothing.
+template <typename T, typename acc_t, typename Out = T>
+void launch_bias_grad(const T* g, int64_t M, int64_t N, acc_t* workspace, Out* db,
                       cudaStream_t stream) {
   if (N == 0) return;
   const int64_t chunks = bias_grad_chunks(M);
@@ -69,7 +70,7 @@ void launch_bias_grad(const T* g, int64_t M, int64_t N, acc_t* workspace, T* db,
   bias_grad_partials_kernel<T, acc_t>
       <<<dim3(col_blocks, static_cast<unsigned>(chunks)), kBiasGradThreads, 0, stream>>>(
           g, M, N, bias_grad_rows_per_chunk(M), workspace);
-  bias_grad_finish_kernel<T, acc_t>
+  bias_grad_finish_kernel<Out, acc_t>
       <<<col_blocks, kBiasGradThreads, 0, stream>>>(workspace, chunks, N, db);
 }
 

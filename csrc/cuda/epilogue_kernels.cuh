@@ -45,16 +45,18 @@ __device__ acc_t block_sum(acc_t value, acc_t* shared) {
 // row, or elementwise (the output's shape).
 enum class BiasMode { kNone, kRow, kFull };
 
-// One pass over Z = XW (numel = M*N elements, row-major like Y, rows n long):
+// One pass over Z = XW (numel = M*N elements, row-major like Y, rows n long).
+// T is the GEMMs' dtype (Z, G); E that of Y, bias and dY: T, or float under
+// a half/bfloat16 T (autocast's mixed precision).
 //   y     (nullable) the target; a missing one is a target of zeros.
 //   bias  read as kBias says.
 //   g     (nullable) receives G; may alias z, each element is read first.
-//   dy    (nullable) receives dY; may alias z in the same way.
+//   dy    (nullable) receives dY; may alias z in the same way (when E is T).
 //   partials[blockIdx.x] receives the block's sum of R² (unscaled).
-template <typename T, typename acc_t, bool kRelu, BiasMode kBias>
+template <typename T, typename E, typename acc_t, bool kRelu, BiasMode kBias>
 __global__ void __launch_bounds__(kEpilogueThreads)
-    epilogue_kernel(const T* z, const T* __restrict__ y, const T* __restrict__ bias, int64_t numel,
-                    int64_t n, acc_t two_scale, T* g, T* dy, acc_t* __restrict__ partials) {
+    epilogue_kernel(const T* z, const E* __restrict__ y, const E* __restrict__ bias, int64_t numel,
+                    int64_t n, acc_t two_scale, T* g, E* dy, acc_t* __restrict__ partials) {
   __shared__ acc_t shared[kEpilogueThreads];
   acc_t sum = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -67,7 +69,7 @@ __global__ void __launch_bounds__(kEpilogueThreads)
     const auto e = epilogue<kRelu>(zi, yi, two_scale);
     sum += e.sq;
     if (g) g[i] = static_cast<T>(e.g);
-    if (dy) dy[i] = static_cast<T>(e.dy);
+    if (dy) dy[i] = static_cast<E>(e.dy);
   }
   const acc_t block_total = block_sum(sum, shared);
   if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
@@ -87,18 +89,18 @@ __global__ void __launch_bounds__(kEpilogueThreads)
 }
 
 // What one epilogue launch reads and writes besides Z (see epilogue_kernel).
-template <typename T>
+template <typename T, typename E = T>
 struct EpilogueIO {
-  const T* y = nullptr;
-  const T* bias = nullptr;
+  const E* y = nullptr;
+  const E* bias = nullptr;
   BiasMode bias_mode = BiasMode::kNone;
   bool relu = true;
   T* g = nullptr;
-  T* dy = nullptr;
+  E* dy = nullptr;
 };
 
-template <typename T, typename acc_t, bool kRelu>
-void launch_epilogue_for(const T* z, const EpilogueIO<T>& io, int64_t numel, int64_t n,
+template <typename T, typename E, typename acc_t, bool kRelu>
+void launch_epilogue_for(const T* z, const EpilogueIO<T, E>& io, int64_t numel, int64_t n,
                          acc_t two_scale, acc_t* partials, int num_blocks, cudaStream_t stream) {
   const auto launch = [&](auto kernel) {
     kernel<<<num_blocks, kEpilogueThreads, 0, stream>>>(z, io.y, io.bias, numel, n, two_scale, io.g,
@@ -106,23 +108,25 @@ void launch_epilogue_for(const T* z, const EpilogueIO<T>& io, int64_t numel, int
   };
   switch (io.bias_mode) {
     case BiasMode::kNone:
-      return launch(epilogue_kernel<T, acc_t, kRelu, BiasMode::kNone>);
+      return launch(epilogue_kernel<T, E, acc_t, kRelu, BiasMode::kNone>);
     case BiasMode::kRow:
-      return launch(epilogue_kernel<T, acc_t, kRelu, BiasMode::kRow>);
+      return launch(epilogue_kernel<T, E, acc_t, kRelu, BiasMode::kRow>);
     case BiasMode::kFull:
-      return launch(epilogue_kernel<T, acc_t, kRelu, BiasMode::kFull>);
+      return launch(epilogue_kernel<T, E, acc_t, kRelu, BiasMode::kFull>);
   }
 }
 
 // Z holds numel = M*n elements; the activation and bias mode pick one of the
 // kernel's specialisations, so the plain relu path reads no bias at all.
-template <typename T, typename acc_t>
-void launch_epilogue(const T* z, const EpilogueIO<T>& io, int64_t numel, int64_t n, acc_t two_scale,
-                     acc_t* partials, int num_blocks, cudaStream_t stream) {
+template <typename T, typename E, typename acc_t>
+void launch_epilogue(const T* z, const EpilogueIO<T, E>& io, int64_t numel, int64_t n,
+                     acc_t two_scale, acc_t* partials, int num_blocks, cudaStream_t stream) {
   if (io.relu) {
-    launch_epilogue_for<T, acc_t, true>(z, io, numel, n, two_scale, partials, num_blocks, stream);
+    launch_epilogue_for<T, E, acc_t, true>(z, io, numel, n, two_scale, partials, num_blocks,
+                                           stream);
   } else {
-    launch_epilogue_for<T, acc_t, false>(z, io, numel, n, two_scale, partials, num_blocks, stream);
+    launch_epilogue_for<T, E, acc_t, false>(z, io, numel, n, two_scale, partials, num_blocks,
+                                            stream);
   }
 }
 

@@ -16,6 +16,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 namespace relufrob::cuda {
 namespace {
 
@@ -30,7 +32,9 @@ BiasMode bias_mode(BiasKind kind) {
   }
 }
 
-template <typename scalar_t>
+// scalar_t: X, W, Z and G; target_t: Y, bias, dY, db and the loss (scalar_t,
+// or float under a half/bfloat16 scalar_t: autocast's mixed precision).
+template <typename scalar_t, typename target_t>
 void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t numel = p.M * p.N;
@@ -45,19 +49,19 @@ void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
   at::Tensor partials = at::empty({num_blocks}, p.X.options().dtype(acc_dtype));
   scalar_t* z = buffer.data_ptr<scalar_t>();
   if (numel > 0) {
-    EpilogueIO<scalar_t> io;
-    io.y = p.has_y() ? p.Y.const_data_ptr<scalar_t>() : nullptr;
-    io.bias = p.has_bias() ? p.bias.const_data_ptr<scalar_t>() : nullptr;
+    EpilogueIO<scalar_t, target_t> io;
+    io.y = p.has_y() ? p.Y.const_data_ptr<target_t>() : nullptr;
+    io.bias = p.has_bias() ? p.bias.const_data_ptr<target_t>() : nullptr;
     io.bias_mode = bias_mode(p.bias_kind);
     io.relu = p.relu;
     io.g = need_g ? z : nullptr;
-    io.dy = p.want.dY ? p.dY2.data_ptr<scalar_t>() : nullptr;
-    launch_epilogue<scalar_t, acc_t>(z, io, numel, p.N, static_cast<acc_t>(2.0 * p.scale),
-                                     partials.data_ptr<acc_t>(), num_blocks, stream);
+    io.dy = p.want.dY ? p.dY2.data_ptr<target_t>() : nullptr;
+    launch_epilogue<scalar_t, target_t, acc_t>(z, io, numel, p.N, static_cast<acc_t>(2.0 * p.scale),
+                                               partials.data_ptr<acc_t>(), num_blocks, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  launch_finalize_loss<scalar_t, acc_t>(partials.data_ptr<acc_t>(), numel > 0 ? num_blocks : 0,
-                                        static_cast<acc_t>(p.scale), p.loss.data_ptr<scalar_t>(),
+  launch_finalize_loss<target_t, acc_t>(partials.data_ptr<acc_t>(), numel > 0 ? num_blocks : 0,
+                                        static_cast<acc_t>(p.scale), p.loss.data_ptr<target_t>(),
                                         stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
@@ -79,10 +83,12 @@ void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
     at::Tensor workspace =
         at::empty({bias_grad_workspace(p.M, p.N)}, p.X.options().dtype(acc_dtype));
     launch_bias_grad<scalar_t, acc_t>(G.const_data_ptr<scalar_t>(), p.M, p.N,
-                                      workspace.data_ptr<acc_t>(), p.db.data_ptr<scalar_t>(),
+                                      workspace.data_ptr<acc_t>(), p.db.data_ptr<target_t>(),
                                       stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
+  // A full float32 bias over a half/bfloat16 G: its db is G, widened.
+  if (p.want.db && p.bias_kind == BiasKind::kFull && p.mixed()) p.db2.copy_(G);
 }
 
 void run_cuda(GradsPlan& p) {
@@ -91,17 +97,22 @@ void run_cuda(GradsPlan& p) {
 
   // A full bias's db is G itself, so G is computed straight into it. Else G
   // needs its own M x N buffer; without G, Z can be turned into dY in place.
+  // (Not in mixed precision: there db and dY are float32, Z and G are not.)
   at::Tensor buffer;
-  if (p.want.db && p.bias_kind == BiasKind::kFull) {
+  if (p.want.db && p.bias_kind == BiasKind::kFull && !p.mixed()) {
     buffer = p.db2;
-  } else if (p.want.dY && !p.want.need_g()) {
+  } else if (p.want.dY && !p.want.need_g() && !p.mixed()) {
     buffer = p.dY2;
   } else {
     buffer = at::empty({p.M, p.N}, p.X.options());
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.X.scalar_type(),
-                                  "relufrob_grads_cuda",
-                                  [&] { run_typed<scalar_t>(p, buffer, stream); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cuda", [&] {
+        if constexpr (!std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
+          if (p.mixed()) return run_typed<scalar_t, float>(p, buffer, stream);
+        }
+        run_typed<scalar_t, scalar_t>(p, buffer, stream);
+      });
 }
 
 }  // namespace
