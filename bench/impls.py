@@ -6,6 +6,11 @@
                    nn.Linear's: every gradient and db (checked against
                    autograd on the expression with the same bias)
   autograd         relufrob.reference.autograd_grads, torch.autograd
+  relufrob autocast bf16   relufrob.grads under torch.autocast(bfloat16) on
+                           float32 inputs: bfloat16 GEMMs, float32 loss and dY
+  autograd autocast bf16   autograd on the expression under the same autocast
+                           (checked against float32 autograd; relufrob's row
+                           against this one, both in bfloat16's tolerance)
   eager formulas   relufrob.reference.formula_grads, closed form, eager
   torch.compile    torch.compile(formula_grads, dynamic=False), per size
   floor: 3 torch.mm          X@W, Xᵀ@G, G@Wᵀ into preallocated outputs, with
@@ -35,6 +40,8 @@ IMPLS: dict[str, str] = {  # key (command line, JSON) -> label (table, plot)
     "relufrob_dW": "relufrob wrt=W",
     "relufrob_bias": "relufrob +bias",
     "autograd": "autograd",
+    "relufrob_autocast": "relufrob autocast bf16",
+    "autograd_autocast": "autograd autocast bf16",
     "formulas": "eager formulas",
     "compiled": "torch.compile",
     "floor_mm": "floor: 3 torch.mm",
@@ -44,6 +51,10 @@ BASELINE = "autograd"  # the "vs autograd" column, and the agreement check
 # The "vs floor" column divides by the faster of these; they compute no
 # gradients, so they are not checked against autograd.
 FLOORS = ("floor_mm", "floor_brgemm")
+# Run under torch.autocast(AUTOCAST_DTYPE) on float32 inputs, and checked in
+# that dtype against autograd under the same autocast.
+AUTOCAST = ("relufrob_autocast", "autograd_autocast")
+AUTOCAST_DTYPE = torch.bfloat16
 
 # Largest max|got - want| / max|want| accepted by the agreement check: a
 # sanity bound against wrong answers, looser than the test suite's parity rule.
@@ -64,6 +75,8 @@ def applies(key: str, device: torch.device, dtype: torch.dtype) -> bool:
     """Whether implementation `key` runs on this device and dtype."""
     if key == "floor_brgemm":
         return device.type == "cpu" and dtype == torch.float32
+    if key in AUTOCAST:
+        return dtype == torch.float32
     return True
 
 
@@ -90,7 +103,17 @@ def own_reference(key: str, X, W, Y):
     """What `key` is checked against when the baseline's result is not it."""
     if key == "relufrob_bias":
         return tuple(reference.autograd_grads(X, W, Y, bias=bench_bias(Y)))
+    if key == "relufrob_autocast":
+        return make_impl("autograd_autocast", X, W, Y)()
     return None
+
+
+def _under_autocast(fn, device):
+    def run():
+        with torch.autocast(device.type, dtype=AUTOCAST_DTYPE):
+            return tuple(fn())
+
+    return run
 
 
 def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
@@ -104,6 +127,10 @@ def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
         return lambda: relufrob.grads(X, W, Y, wrt=("W",))
     if key == "autograd":
         return lambda: reference.autograd_grads(X, W, Y)
+    if key == "relufrob_autocast":
+        return _under_autocast(lambda: relufrob.grads(X, W, Y), X.device)
+    if key == "autograd_autocast":
+        return _under_autocast(lambda: reference.autograd_grads(X, W, Y), X.device)
     if key == "formulas":
         return lambda: reference.formula_grads(X, W, Y)
     if key == "compiled":
@@ -149,6 +176,8 @@ def check_against(key: str, result, want, dtype) -> str:
     if key in FLOORS or want is None:
         return "skipped"
     err = max_relative_error(result, want)
+    if key in AUTOCAST:
+        dtype = AUTOCAST_DTYPE
     if err <= TOLERANCE.get(dtype, 1e-3) and math.isfinite(err):
         return "ok"
     return f"MISMATCH: max relative error {err:.3g} against {BASELINE}"

@@ -31,7 +31,7 @@ TORCH_LIBRARY(relufrob, m) {
   // not requested (and dY without Y, db without bias) come back as empty
   // (0,) placeholders.
   m.def(
-      "grads(Tensor X, Tensor W, Tensor? Y, *, Tensor? bias=None, str? activation=\"relu\", "
+      "grads(Tensor X, Tensor W, Tensor? Y, Tensor? bias=None, *, str? activation=\"relu\", "
       "str reduction=\"sum\", float scale=1., bool need_dW=True, bool need_dX=True, "
       "bool need_dY=True, bool need_db=True) "
       "-> (Tensor loss, Tensor dW, Tensor dX, Tensor dY, Tensor db)",
@@ -41,7 +41,7 @@ TORCH_LIBRARY(relufrob, m) {
   // Both ops are pt2-compliant: fake kernels (relufrob/fake_kernels.py),
   // opcheck-tested, and exported/AOT-compiled in tests/test_pt2.py.
   m.def(
-      "loss(Tensor X, Tensor W, Tensor? Y, *, Tensor? bias=None, str? activation=\"relu\", "
+      "loss(Tensor X, Tensor W, Tensor? Y, Tensor? bias=None, *, str? activation=\"relu\", "
       "str reduction=\"sum\", float scale=1.) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 }

@@ -11,11 +11,14 @@ import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import (
     _C,  # noqa: F401  (registers torch.ops.relufrob.*, before the fake kernels)
+    batching,
     fake_kernels,  # noqa: F401  (shape functions for torch.compile)
     reference,
 )
 from ._version import __version__
 from .ops import Grads, GradsWithBias, build_info, cpu_kernels, grads, loss
+
+batching.register()  # vmap rules for both ops
 
 __all__ = [
     "Grads",

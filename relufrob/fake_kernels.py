@@ -16,8 +16,8 @@ def _grads_fake(
     X,
     W,
     Y,
-    *,
     bias=None,
+    *,
     activation="relu",
     reduction="sum",
     scale=1.0,
@@ -44,6 +44,6 @@ def _grads_fake(
 
 
 @torch.library.register_fake("relufrob::loss")
-def _loss_fake(X, W, Y, *, bias=None, activation="relu", reduction="sum", scale=1.0):
+def _loss_fake(X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
     check_args(X, W, Y, reduction, bias, activation)
     return X.new_empty((), dtype=target_dtype(X, Y, bias))

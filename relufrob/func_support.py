@@ -6,9 +6,11 @@ Python Function below instead: the same fused relufrob::grads call in
 forward, the saved gradients scaled in backward. Outside transforms
 nothing changes (torch.compile, export and the eager path keep the op).
 
-vmap runs the problems of a batch one fused call each (the ``vmap`` rule
-below), without PyTorch's per-example fallback and its warning: the
-per-example gradients of a batch share no GEMM that one call could do.
+vmap runs a batch of problems as one bigger fused call (relufrob.batching),
+without PyTorch's per-example fallback and its warning. The backward uses
+the gradients the fused forward computed, unless something will
+differentiate the backward itself (then it recomputes them from
+differentiable ops).
 Under torch.compile the op is kept even inside transforms (torch.compile
 traces the transforms check as true everywhere, and returned zero gradients,
 silently, when it traced this Function inside torch.func.grad; torch 2.14):
@@ -17,10 +19,39 @@ raises.
 """
 
 import torch
+from torch._functorch import pyfunctorch
 
-from . import reference
+from . import batching, reference
 
 _grads_op = torch.ops.relufrob.grads.default
+
+
+def _base(t):
+    """The plain tensor under every functorch wrapper of t."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(t):
+        t = torch._C._functorch.get_unwrapped(t)
+    return t
+
+
+def _backward_is_differentiated(inputs) -> bool:
+    """Whether anything will differentiate the backward now running.
+
+    torch.func runs every backward with grad mode on (its tensors track grad
+    at their level even for a single grad), so grad mode alone cannot tell.
+    The backward's result is differentiated again only by a second
+    differentiating transform (grad of grad, jacrev of grad, hessian), or by
+    plain autograd outside every transform, through an input that requires
+    grad there. Otherwise the gradients saved by the fused forward are exact
+    and the backward only scales them.
+    """
+    levels = [
+        i
+        for i in pyfunctorch.retrieve_all_functorch_interpreters()
+        if isinstance(i, (pyfunctorch.GradInterpreter, pyfunctorch.JvpInterpreter))
+    ]
+    if len(levels) != 1:
+        return True
+    return any(t is not None and _base(t).requires_grad for t in inputs)
 
 
 def transforms_active() -> bool:
@@ -49,12 +80,9 @@ class FusedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, *_):
         X, W, Y, bias, dW, dX, dY, db = ctx.saved_tensors
-        if torch.is_grad_enabled():
-            # A derivative of this backward may be wanted (grad of grad,
-            # hessian): the gradients again, from differentiable ops. Note
-            # that torch.func always runs backward this way (its tensors
-            # track grad at their level even for a single grad), so under
-            # the transforms only the forward's loss comes from the fused op.
+        if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
+            # A derivative of this backward is wanted (grad of grad, hessian):
+            # the gradients again, from differentiable ops.
             ref = reference.formula_grads(
                 X, W, Y, ctx.reduction, bias=bias, activation=ctx.activation
             )
@@ -79,20 +107,9 @@ class FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, X, W, Y, bias, activation, reduction):
-        size = info.batch_size
-        args = (X, W, Y, bias)
-
-        def item(t, dim, i):
-            return t if t is None or dim is None else t.select(dim, i)
-
-        outs = [
-            FusedLoss.apply(
-                *(item(t, d, i) for t, d in zip(args, in_dims[:4])), activation, reduction
-            )
-            for i in range(size)
-        ]
-        stacked = tuple(torch.stack(parts) for parts in zip(*outs))
-        return stacked, (0,) * len(stacked)
+        options = {"activation": activation, "reduction": reduction, "scale": 1.0}
+        need = (True, True, True, True)
+        return batching.batched_grads(info.batch_size, in_dims[:4], X, W, Y, bias, options, need)
 
 
 def loss(X, W, Y, bias, activation, reduction):

@@ -332,6 +332,10 @@ MESSAGE_CASES = {
     "X-int-and-W-3d": (_args((6, 4), (2, 4, 3), (6, 3), (torch.int32, F32, F32)), "sum"),
     "W-3d-and-Y-float64": (_args((6, 4), (2, 4, 3), (6, 3), (F32, F32, F64)), "sum"),
     "dtypes-and-reduction": (_args((6, 4), (4, 3), (6, 3), (F32, F64, F16)), "avg"),
+    # Mixed precision takes a float32 Y under a low-precision X, nothing else.
+    "Y-float64-under-bfloat16": (_args((6, 4), (4, 3), (6, 3), (BF16, BF16, F64)), "sum"),
+    "Y-float16-under-bfloat16": (_args((6, 4), (4, 3), (6, 3), (BF16, BF16, F16)), "sum"),
+    "Y-bfloat16-under-float32": (_args((6, 4), (4, 3), (6, 3), (F32, F32, BF16)), "sum"),
 }
 
 
@@ -448,6 +452,28 @@ GENERAL_MESSAGE_CASES = {
     "activation": {"activation": "gelu"},
     "bias-and-activation": {"bias": torch.zeros(3, dtype=torch.float16), "activation": "x"},
 }
+
+# Under a low-precision X the target (Y and bias) may be float32, but Y and
+# bias must then agree.
+MIXED_MESSAGE_CASES = {
+    "bias-float32-Y-bfloat16": (BF16, {"bias": torch.zeros(3)}),
+    "bias-bfloat16-Y-float32": (F32, {"bias": torch.zeros(3, dtype=BF16)}),
+    "bias-float64": (F32, {"bias": torch.zeros(3, dtype=F64)}),
+}
+
+
+@pytest.mark.parametrize("case", list(MIXED_MESSAGE_CASES))
+def test_mixed_precision_target_errors(case, entry):
+    ydtype, kwargs = MIXED_MESSAGE_CASES[case]
+    X, W, Y = (t.to(d) for t, d in zip(_ok(), (BF16, BF16, ydtype)))
+    with pytest.raises(TypeError, match=_names("bias")) as info:
+        entry(X, W, Y, **kwargs)
+    cpp = (TypeError, str(info.value))
+    op = torch.ops.relufrob.grads.default
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(t) for t in (X, W, Y)]
+        fake_kwargs = {k: mode.from_tensor(v) for k, v in kwargs.items()}
+        assert _raised(lambda: op(*fake, **fake_kwargs)) == cpp
 
 
 @pytest.mark.parametrize(

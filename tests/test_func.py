@@ -2,6 +2,7 @@
 gradients with vmap(grad), against the same transforms of the reference
 expression; forward mode says it is not supported."""
 
+import contextlib
 import warnings
 
 import pytest
@@ -142,3 +143,171 @@ def test_outside_transforms_the_op_is_used():
     with RecordTorchFunctions() as rec:
         relufrob.loss(X, W.requires_grad_(True), Y, **kw).backward()
     assert torch.ops.relufrob.loss.default in rec.calls
+
+
+# --------------------------------------------------------------------------
+# vmap rules: a batch of problems is one bigger fused call
+# --------------------------------------------------------------------------
+
+B = 4
+
+
+def batch_problem(M=6, K=5, N=3, *, bias=None, target=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    X, W, Y = randn(B, M, K), randn(K, N), randn(B, M, N) if target else None
+    b = {None: None, "row": randn(N), "full": randn(B, M, N)}[bias]
+    return X, W, Y, b
+
+
+def one_by_one(fn, *batched):
+    """fn over the batch, problem by problem (None: shared), stacked."""
+    outs = []
+    for i in range(B):
+        outs.append(fn(*(a if d is None else a[i] for a, d in batched)))
+    if isinstance(outs[0], torch.Tensor):
+        return torch.stack(outs)
+    return [None if parts[0] is None else torch.stack(parts) for parts in zip(*outs)]
+
+
+@contextlib.contextmanager
+def no_fallback():
+    """The per-example fallback warns; make that an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+VMAP_CASES = {
+    "shared-W": ({}, {}),
+    "row-bias": ({"bias": "row"}, {}),
+    "full-bias": ({"bias": "full"}, {}),
+    "no-target": ({"target": False}, {}),
+    "identity-mean": ({}, {"activation": None, "reduction": "mean"}),
+    "blocked": ({"M": 100, "K": 300, "N": 20}, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(VMAP_CASES))
+def test_vmap_of_grads_is_the_per_problem_result(case):
+    shape, kw = VMAP_CASES[case]
+    X, W, Y, b = batch_problem(**shape)
+    b_dim = 0 if b is not None and b.dim() == 3 else None
+
+    def call(x, y, bias):  # vmap returns tensors only: no dY without Y
+        return tuple(t for t in relufrob.grads(x, W, y, bias=bias, **kw) if t is not None)
+
+    y_dim = None if Y is None else 0
+    with no_fallback():
+        got = func.vmap(call, in_dims=(0, y_dim, b_dim))(X, Y, b)
+    expected = one_by_one(call, (X, 0), (Y, y_dim), (b, b_dim))
+    # The same sums in another grouping of rows: float64 rounding apart.
+    assert len(got) == len(expected)
+    for i, (g, e) in enumerate(zip(got, expected)):
+        torch.testing.assert_close(g, e, msg=lambda m, i=i: f"output {i}: {m}")
+    # And against the reference, problem by problem.
+    ref = one_by_one(
+        lambda x, y, bias: tuple(
+            t
+            for t in reference.autograd_grads(
+                x,
+                W,
+                y,
+                kw.get("reduction", "sum"),
+                bias=bias,
+                activation=kw.get("activation", "relu"),
+            )
+            if t is not None
+        ),
+        (X, 0),
+        (Y, y_dim),
+        (b, b_dim),
+    )
+    for g, e in zip(got, ref):
+        torch.testing.assert_close(g, e)
+
+
+def test_vmap_of_loss_and_of_selected_grads():
+    X, W, Y, b = batch_problem(bias="row")
+    with no_fallback():
+        losses = func.vmap(lambda x, y: relufrob.loss(x, W, y, bias=b))(X, Y)
+        dW_only = func.vmap(lambda x, y: relufrob.grads(x, W, y, bias=b, wrt=("W",)).dW)(X, Y)
+    expected = one_by_one(lambda x, y: relufrob.grads(x, W, y, bias=b), (X, 0), (Y, 0))
+    torch.testing.assert_close(losses, expected[0])
+    torch.testing.assert_close(dW_only, expected[1])
+
+
+@pytest.mark.parametrize("batched", ["W", "X-shared", "Y-shared"])
+def test_vmap_over_other_batch_dims(batched):
+    X, W, Y, _ = batch_problem()
+    Wb = torch.randn(B, *W.shape, dtype=W.dtype)
+    args = {
+        "W": ((X, 0), (Wb, 0), (Y, 0)),  # each problem has its own W: one call each
+        "X-shared": ((X[0], None), (W, None), (Y, 0)),
+        "Y-shared": ((X, 0), (W, None), (Y[0], None)),
+    }[batched]
+
+    def call(x, w, y):
+        return tuple(relufrob.grads(x, w, y))
+
+    with no_fallback():
+        got = func.vmap(call, in_dims=tuple(d for _, d in args))(*(a for a, _ in args))
+    for g, e in zip(got, one_by_one(call, *args)):
+        torch.testing.assert_close(g, e)
+
+
+def test_vmap_of_empty_and_nonfinite_problems():
+    X, W, Y, _ = batch_problem(M=0)
+    with no_fallback():
+        got = func.vmap(lambda x, y: tuple(relufrob.grads(x, W, y)))(X, Y)
+    assert got[0].shape == (B,) and torch.equal(got[0], torch.zeros(B, dtype=X.dtype))
+    assert torch.equal(got[1], torch.zeros(B, *W.shape, dtype=W.dtype))
+    X, W, Y, _ = batch_problem()
+    X[1, 2, 0] = float("nan")
+    Y[2, 0, 1] = float("inf")
+    with no_fallback():
+        got = func.vmap(lambda x, y: tuple(relufrob.grads(x, W, y)))(X, Y)
+    expected = one_by_one(lambda x, y: tuple(reference.autograd_grads(x, W, y)), (X, 0), (Y, 0))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, equal_nan=True)
+
+
+def test_per_sample_gradients_use_the_fused_gradients(monkeypatch):
+    # A single grad under vmap: nothing differentiates the backward, so it
+    # scales the forward's fused gradients instead of recomputing them.
+    calls = []
+    original = reference.formula_grads
+    monkeypatch.setattr(
+        reference, "formula_grads", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    X, W, Y, b = batch_problem(M=1, bias="row")
+
+    def ours(x, y, w):
+        return relufrob.loss(x, w, y, bias=b)
+
+    def ref(x, y, w):
+        return reference.loss(x, w, y, bias=b)
+
+    with no_fallback():
+        got = func.vmap(func.grad(ours, argnums=2), in_dims=(0, 0, None))(X, Y, W)
+    assert not calls, "the backward recomputed the gradients"
+    expected = func.vmap(func.grad(ref, argnums=2), in_dims=(0, 0, None))(X, Y, W)
+    torch.testing.assert_close(got, expected)
+    # Grad of grad still differentiates the backward: it recomputes.
+    func.jacrev(func.grad(lambda w: ours(X[0], Y[0], w)))(W)
+    assert calls
+
+
+def test_plain_autograd_over_a_transform_is_exact():
+    # torch.autograd differentiating func.grad's result from outside every
+    # transform: the backward must stay differentiable.
+    X, W, Y, kw = problem(bias="row")
+    ours, ref = both(X, Y, kw)
+    w1 = W.clone().requires_grad_(True)
+    w2 = W.clone().requires_grad_(True)
+    (func.grad(ours)(w1) ** 2).sum().backward()
+    (func.grad(ref)(w2) ** 2).sum().backward()
+    torch.testing.assert_close(w1.grad, w2.grad)

@@ -1,0 +1,184 @@
+"""vmap of relufrob: a batch of problems as one bigger fused call.
+
+Problems that share W (and an (N,) bias) are one problem of stacked rows:
+the fused op computes the whole batch's epilogue and dX, dY in one call, and
+only what sums over each problem's own rows is taken apart afterwards:
+
+* the loss of problem b, from its residuals R = dY / (-2 s) (s: the loss
+  scale; a missing Y is a target of zeros);
+* dW_b = X_bᵀ G_b, one batched GEMM over G = df/dZ, which the op hands out
+  as the gradient of a full-shape bias (a bias of zeros when there is none:
+  z + 0 is z, so nothing else changes);
+* an (N,) bias's db_b, the sum of G_b's rows.
+
+Problems with their own W (or their own (N,) bias) share no GEMM; they run
+one fused call each. Either way PyTorch's per-example fallback never runs.
+"""
+
+import math
+
+import torch
+
+from .validation import target_dtype
+
+__all__ = ["batched_grads", "register"]
+
+_grads_op = torch.ops.relufrob.grads.default
+
+
+def _front(t, dim, size):
+    """t with its batch dimension first (expanded when it has none)."""
+    if t is None:
+        return None
+    return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+
+
+def _scale(reduction, scale, numel):
+    if reduction == "mean":
+        return scale / numel if numel else math.inf
+    return scale
+
+
+def _one_by_one(size, args, dims, options, need):
+    """One fused call per problem, the results stacked."""
+
+    def item(t, d, i):
+        return t if t is None or d is None else t.select(d, i)
+
+    outs = [
+        _grads_op(
+            *(item(t, d, i) for t, d in zip(args, dims)),
+            **options,
+            need_dW=need[0],
+            need_dX=need[1],
+            need_dY=need[2],
+            need_db=need[3],
+        )
+        for i in range(size)
+    ]
+    stacked = [torch.stack(parts) for parts in zip(*outs)]
+    # A gradient that was not asked for is a (0,) placeholder, unbatched.
+    for k, wanted in enumerate((True, *need), start=0):
+        if not wanted:
+            stacked[k] = stacked[k][0]
+    dims_out = tuple(0 if wanted else None for wanted in (True, *need))
+    return tuple(stacked), dims_out
+
+
+def batched_grads(size, in_dims, X, W, Y, bias, options, need):
+    """relufrob::grads over a batch: ((loss, dW, dX, dY, db), out_dims).
+
+    ``in_dims`` gives the batch dimension of X, W, Y and bias (None: shared
+    by every problem); ``options`` the op's activation, reduction and scale;
+    ``need`` its (need_dW, need_dX, need_dY, need_db). Results have the
+    batch first; placeholders of gradients not asked for have none.
+    """
+    xd, wd, yd, bd = (*in_dims, None, None)[:4]  # bias may not have been passed
+    need = (need[0], need[1], need[2] and Y is not None, need[3] and bias is not None)
+    x_shape = X.shape if xd is None else X.shape[:xd] + X.shape[xd + 1 :]
+    K, N = (W.shape if wd is None else W.shape[:wd] + W.shape[wd + 1 :])[-2:]
+    rows = math.prod(x_shape[:-1])
+    bias_shape = None
+    if bias is not None:
+        bias_shape = bias.shape if bd is None else bias.shape[:bd] + bias.shape[bd + 1 :]
+    row_bias = bias_shape is not None and len(bias_shape) == 1 and len(x_shape) > 1
+    s = _scale(options["reduction"], options["scale"], rows * N)
+    shared = wd is None and not (row_bias and bd is not None)
+    if not shared or rows * N == 0 or s == 0 or not math.isfinite(s):
+        return _one_by_one(size, (X, W, Y, bias), in_dims, options, need)
+
+    Xf = _front(X, xd, size).reshape(size * rows, K)
+    target = target_dtype(X, Y, bias)
+    # The residuals come back through dY, so a missing Y is a target of zeros.
+    if Y is None:
+        Yf = X.new_zeros(size * rows, N, dtype=target)
+    else:
+        Yf = _front(Y, yd, size).reshape(size * rows, N)
+    want_g = need[0] or (need[3] and row_bias)
+    if bias is None:
+        bf = X.new_zeros(size * rows, N, dtype=target) if want_g else None
+    elif row_bias:
+        bf = bias.expand(size * rows, N) if want_g else bias
+    else:
+        bf = _front(bias, bd, size).reshape(size * rows, N)
+    _, _, dXf, dYf, G = _grads_op(
+        Xf,
+        W,
+        Yf,
+        bf,
+        activation=options["activation"],
+        reduction="sum",
+        scale=s,
+        need_dW=False,
+        need_dX=need[1],
+        need_dY=True,
+        need_db=want_g or (need[3] and not row_bias),
+    )
+    R = (dYf / (-2.0 * s)).view(size, rows * N)
+    loss = ((R * R).double().sum(1) * s).to(target)
+
+    placeholder = X.new_empty((0,))
+    dW = dX = dY = db = placeholder
+    if need[0]:
+        Gb = G.view(size, rows, N).to(X.dtype)
+        dW = torch.bmm(Xf.view(size, rows, K).transpose(1, 2), Gb)
+    if need[1]:
+        dX = dXf.view(size, *x_shape)
+    if need[2]:
+        dY = dYf.view(size, *x_shape[:-1], N)
+    if need[3]:
+        db = G.view(size, rows, N).sum(1) if row_bias else G.view(size, *bias_shape)
+    dims_out = (0,) + tuple(0 if wanted else None for wanted in need)
+    return (loss, dW, dX, dY, db), dims_out
+
+
+def _options(activation, reduction, scale):
+    return {"activation": activation, "reduction": reduction, "scale": scale}
+
+
+def _grads_rule(
+    info,
+    in_dims,
+    X,
+    W,
+    Y,
+    bias=None,
+    *,
+    activation="relu",
+    reduction="sum",
+    scale=1.0,
+    need_dW=True,
+    need_dX=True,
+    need_dY=True,
+    need_db=True,
+):
+    return batched_grads(
+        info.batch_size,
+        in_dims,
+        X,
+        W,
+        Y,
+        bias,
+        _options(activation, reduction, scale),
+        (need_dW, need_dX, need_dY, need_db),
+    )
+
+
+def _loss_rule(info, in_dims, X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
+    (loss, *_), dims = batched_grads(
+        info.batch_size,
+        in_dims,
+        X,
+        W,
+        Y,
+        bias,
+        _options(activation, reduction, scale),
+        (False, False, False, False),
+    )
+    return loss, dims[0]
+
+
+def register() -> None:
+    """The vmap rules of relufrob::grads and relufrob::loss (done on import)."""
+    torch.library.register_vmap("relufrob::grads", _grads_rule)
+    torch.library.register_vmap("relufrob::loss", _loss_rule)
