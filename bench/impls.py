@@ -11,6 +11,10 @@
   autograd autocast bf16   autograd on the expression under the same autocast
                            (checked against float32 autograd; relufrob's row
                            against this one, both in bfloat16's tolerance)
+  relufrob per-sample      torch.func.vmap(torch.func.grad(relufrob.loss)):
+                           df_i/dW for each row i of X as its own problem,
+                           an M×K×N result (sizes up to 1024×256×256 only)
+  reference per-sample     the same transforms of the reference expression
   eager formulas   relufrob.reference.formula_grads, closed form, eager
   torch.compile    torch.compile(formula_grads, dynamic=False), per size
   floor: 3 torch.mm          X@W, Xᵀ@G, G@Wᵀ into preallocated outputs, with
@@ -42,6 +46,8 @@ IMPLS: dict[str, str] = {  # key (command line, JSON) -> label (table, plot)
     "autograd": "autograd",
     "relufrob_autocast": "relufrob autocast bf16",
     "autograd_autocast": "autograd autocast bf16",
+    "relufrob_per_sample": "relufrob per-sample",
+    "reference_per_sample": "reference per-sample",
     "formulas": "eager formulas",
     "compiled": "torch.compile",
     "floor_mm": "floor: 3 torch.mm",
@@ -55,6 +61,10 @@ FLOORS = ("floor_mm", "floor_brgemm")
 # that dtype against autograd under the same autocast.
 AUTOCAST = ("relufrob_autocast", "autograd_autocast")
 AUTOCAST_DTYPE = torch.bfloat16
+# Per-sample gradients: an M×K×N result, so only up to this many elements
+# (1024×256×256: 256 MiB in float32).
+PER_SAMPLE = ("relufrob_per_sample", "reference_per_sample")
+PER_SAMPLE_MAX_MKN = 1024 * 256 * 256
 
 # Largest max|got - want| / max|want| accepted by the agreement check: a
 # sanity bound against wrong answers, looser than the test suite's parity rule.
@@ -78,6 +88,21 @@ def applies(key: str, device: torch.device, dtype: torch.dtype) -> bool:
     if key in AUTOCAST:
         return dtype == torch.float32
     return True
+
+
+def size_applies(key: str, size) -> bool:
+    """Whether implementation `key` runs at this M×K×N."""
+    M, K, N = size
+    return key not in PER_SAMPLE or M * K * N <= PER_SAMPLE_MAX_MKN
+
+
+def per_sample_grads(loss_fn, X, W, Y):
+    """df_i/dW for every row i of X (with its row of Y) as its own problem."""
+
+    def one(x, y, w):
+        return loss_fn(x, w, y)
+
+    return (torch.func.vmap(torch.func.grad(one, argnums=2), in_dims=(0, 0, None))(X, Y, W),)
 
 
 def floor_operands(X, W, Y):
@@ -105,6 +130,8 @@ def own_reference(key: str, X, W, Y):
         return tuple(reference.autograd_grads(X, W, Y, bias=bench_bias(Y)))
     if key == "relufrob_autocast":
         return make_impl("autograd_autocast", X, W, Y)()
+    if key in PER_SAMPLE:
+        return per_sample_grads(reference.loss, X, W, Y)
     return None
 
 
@@ -131,6 +158,10 @@ def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
         return _under_autocast(lambda: relufrob.grads(X, W, Y), X.device)
     if key == "autograd_autocast":
         return _under_autocast(lambda: reference.autograd_grads(X, W, Y), X.device)
+    if key == "relufrob_per_sample":
+        return lambda: per_sample_grads(relufrob.loss, X, W, Y)
+    if key == "reference_per_sample":
+        return lambda: per_sample_grads(reference.loss, X, W, Y)
     if key == "formulas":
         return lambda: reference.formula_grads(X, W, Y)
     if key == "compiled":

@@ -71,7 +71,15 @@ import torch
 
 import relufrob
 from bench import memory, timing
-from bench.impls import BASELINE, IMPLS, applies, check_against, make_impl, own_reference
+from bench.impls import (
+    BASELINE,
+    IMPLS,
+    applies,
+    check_against,
+    make_impl,
+    own_reference,
+    size_applies,
+)
 from bench.peak import measure_gemm_peak, raise_to_floors
 from bench.plot import write_plot
 from bench.report import (
@@ -145,6 +153,7 @@ def prepare_impls(keys, X, W, Y, sync, dtype) -> tuple[dict, dict]:
 
 def bench_size(size: Size, keys, args, device, dtype, peak_gflops=None) -> dict:
     """Time all implementations on one size; returns the size's JSON record."""
+    keys = [k for k in keys if size_applies(k, size)]
     log(f"[{size_str(size)}] building inputs")
     torch.manual_seed(SEED)
     X, W, Y = make_inputs(*size, dtype=dtype, device=device, seed=SEED)

@@ -39,7 +39,7 @@ def _scale(reduction, scale, numel):
     return scale
 
 
-def _one_by_one(size, args, dims, options, need):
+def _one_by_one(size, args, dims, options, need, want_g=False):
     """One fused call per problem, the results stacked."""
 
     def item(t, d, i):
@@ -62,16 +62,25 @@ def _one_by_one(size, args, dims, options, need):
         if not wanted:
             stacked[k] = stacked[k][0]
     dims_out = tuple(0 if wanted else None for wanted in (True, *need))
+    if want_g:  # no G here: dW is computed whole instead (need[0] is True)
+        return (*stacked, args[0].new_empty((0,))), (*dims_out, None)
     return tuple(stacked), dims_out
 
 
-def batched_grads(size, in_dims, X, W, Y, bias, options, need):
+def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
     """relufrob::grads over a batch: ((loss, dW, dX, dY, db), out_dims).
 
     ``in_dims`` gives the batch dimension of X, W, Y and bias (None: shared
     by every problem); ``options`` the op's activation, reduction and scale;
     ``need`` its (need_dW, need_dX, need_dY, need_db). Results have the
     batch first; placeholders of gradients not asked for have none.
+
+    With ``want_g`` a sixth result is G = df/dZ, each problem's (rows, N),
+    and dW is left to the caller (a placeholder): relufrob.loss's backward
+    under vmap forms dW_b = X_bᵀ (g_b G_b) once, rather than dW_b here and
+    g_b dW_b there, two passes over a result that can be large (per-sample
+    gradients: B × K × N). Where the problems run one by one, dW comes
+    whole and G is the placeholder.
     """
     xd, wd, yd, bd = (*in_dims, None, None)[:4]  # bias may not have been passed
     need = (need[0], need[1], need[2] and Y is not None, need[3] and bias is not None)
@@ -85,7 +94,10 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need):
     s = _scale(options["reduction"], options["scale"], rows * N)
     shared = wd is None and not (row_bias and bd is not None)
     if not shared or rows * N == 0 or s == 0 or not math.isfinite(s):
-        return _one_by_one(size, (X, W, Y, bias), in_dims, options, need)
+        need = (need[0] or want_g, *need[1:])
+        return _one_by_one(size, (X, W, Y, bias), in_dims, options, need, want_g)
+    if want_g:
+        need = (False, *need[1:])
 
     Xf = _front(X, xd, size).reshape(size * rows, K)
     target = target_dtype(X, Y, bias)
@@ -94,11 +106,11 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need):
         Yf = X.new_zeros(size * rows, N, dtype=target)
     else:
         Yf = _front(Y, yd, size).reshape(size * rows, N)
-    want_g = need[0] or (need[3] and row_bias)
+    need_g = want_g or need[0] or (need[3] and row_bias)
     if bias is None:
-        bf = X.new_zeros(size * rows, N, dtype=target) if want_g else None
+        bf = X.new_zeros(size * rows, N, dtype=target) if need_g else None
     elif row_bias:
-        bf = bias.expand(size * rows, N) if want_g else bias
+        bf = bias.expand(size * rows, N) if need_g else bias
     else:
         bf = _front(bias, bd, size).reshape(size * rows, N)
     _, _, dXf, dYf, G = _grads_op(
@@ -112,7 +124,7 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need):
         need_dW=False,
         need_dX=need[1],
         need_dY=True,
-        need_db=want_g or (need[3] and not row_bias),
+        need_db=need_g or (need[3] and not row_bias),
     )
     R = (dYf / (-2.0 * s)).view(size, rows * N)
     loss = ((R * R).double().sum(1) * s).to(target)
@@ -129,6 +141,8 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need):
     if need[3]:
         db = G.view(size, rows, N).sum(1) if row_bias else G.view(size, *bias_shape)
     dims_out = (0,) + tuple(0 if wanted else None for wanted in need)
+    if want_g:
+        return (loss, dW, dX, dY, db, G.view(size, rows, N)), (*dims_out, 0)
     return (loss, dW, dX, dY, db), dims_out
 
 

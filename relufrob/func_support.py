@@ -65,21 +65,25 @@ def transforms_active() -> bool:
 class FusedLoss(torch.autograd.Function):
     """loss = relufrob's loss; forward also returns the gradients it computes."""
 
+    # Outputs: the loss, the op's four gradients and G = df/dZ. Either dW or
+    # G is a (0,) placeholder: the op gives dW; the vmap rule gives G, from
+    # which backward forms dW already scaled (relufrob.batching says why).
     @staticmethod
     def forward(X, W, Y, bias, activation, reduction):
-        return _grads_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
+        out = _grads_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
+        return (*out, X.new_empty((0,)))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         X, W, Y, bias, activation, reduction = inputs
-        _, dW, dX, dY, db = output
-        ctx.save_for_backward(X, W, Y, bias, dW, dX, dY, db)
+        _, dW, dX, dY, db, G = output
+        ctx.save_for_backward(X, W, Y, bias, dW, dX, dY, db, G)
         ctx.activation, ctx.reduction = activation, reduction
-        ctx.mark_non_differentiable(dW, dX, dY, db)
+        ctx.mark_non_differentiable(dW, dX, dY, db, G)
 
     @staticmethod
     def backward(ctx, g, *_):
-        X, W, Y, bias, dW, dX, dY, db = ctx.saved_tensors
+        X, W, Y, bias, dW, dX, dY, db, G = ctx.saved_tensors
         if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
             # A derivative of this backward is wanted (grad of grad, hessian):
             # the gradients again, from differentiable ops.
@@ -88,9 +92,14 @@ class FusedLoss(torch.autograd.Function):
             )
             dW, dX, dY = ref.dW, ref.dX, ref.dY
             db = None if bias is None else ref.db
+            g_dW = g * dW
+        elif G.dim() == 2:  # from the vmap rule: dW = X_2dᵀ (g G), in one pass
+            g_dW = X.reshape(G.shape[0], X.shape[-1]).t() @ (g * G).to(X.dtype)
+        else:
+            g_dW = g * dW
         return (
             g * dX,
-            g * dW,
+            g_dW,
             None if Y is None else g * dY,
             None if bias is None else g * db,
             None,
@@ -109,7 +118,9 @@ class FusedLoss(torch.autograd.Function):
     def vmap(info, in_dims, X, W, Y, bias, activation, reduction):
         options = {"activation": activation, "reduction": reduction, "scale": 1.0}
         need = (True, True, True, True)
-        return batching.batched_grads(info.batch_size, in_dims[:4], X, W, Y, bias, options, need)
+        return batching.batched_grads(
+            info.batch_size, in_dims[:4], X, W, Y, bias, options, need, want_g=True
+        )
 
 
 def loss(X, W, Y, bias, activation, reduction):
