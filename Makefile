@@ -8,13 +8,17 @@ DEPS   := $(VENV)/.deps-installed
 DEV    := $(VENV)/.dev-linked
 CPP_SOURCES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
-.PHONY: test bench build clean lint lint-py lint-cpp format sanitize
+.PHONY: test bench bench-distributed build clean lint lint-py lint-cpp format sanitize
 
 test: lint build
 	$(PY) -m pytest -q tests
 
 bench: build
 	$(PY) bench/throughput.py $(BENCH_ARGS)
+
+# relufrob.distributed at 1 and 2 gloo processes, rows and cols (bench/distributed.py).
+bench-distributed: build
+	$(PY) bench/distributed.py $(BENCH_ARGS)
 
 build: $(DEPS) $(DEV)
 	$(PY) setup.py -q build_ext --inplace

@@ -80,7 +80,7 @@ def header_line(meta: dict) -> str:
     kernels = meta.get("relufrob_cpu_kernels") or {}
     isa = (
         f"ISA {meta['cpu_capability']} (relufrob: {kernels.get('isa')} kernels, "
-        f"{kernels.get('gemm')} GEMMs)"
+        f"{kernels.get('gemm')} GEMMs, bf16 GEMMs {kernels.get('bf16_gemm')})"
     )
     return (
         f"torch {meta['torch']} · threads {meta['threads']} · {meta['cpu_model']} · {isa} · "

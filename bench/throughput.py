@@ -55,8 +55,10 @@ Progress goes to stderr, the tables (markdown) to stdout.
 import argparse
 import gc
 import json
+import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -318,7 +320,18 @@ def collect_meta(args) -> dict:
     }
 
 
+def separate_compile_cache() -> None:
+    """One torch.compile disk cache per CPU capability: the cache does not
+    tell them apart, and a run forced to AVX2 reused kernels tiled for
+    AVX-512 and computed NaN (torch 2.14.1). The memory probes inherit it."""
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    os.environ.setdefault(
+        "TORCHINDUCTOR_CACHE_DIR", f"{tempfile.gettempdir()}/inductor_{capability}"
+    )
+
+
 def main(argv=None) -> int:
+    separate_compile_cache()
     for stream in (sys.stdout, sys.stderr):  # µ, ×, · on a non-UTF-8 console
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")

@@ -160,6 +160,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::dict info;
         info["isa"] = cpu::isa_name(cpu::active_isa());
         info["gemm"] = cpu::gemm_backend_name(cpu::gemm_backend());
+        info["bf16_gemm"] = cpu::native_bf16_gemm() ? "native" : "widen";
         return info;
       },
       "The CPU kernels this process runs: their ISA and the large-problem GEMM backend.");

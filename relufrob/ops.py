@@ -178,11 +178,15 @@ def build_info() -> dict:
 
 
 def cpu_kernels() -> dict:
-    """The CPU kernels this process runs: {'isa', 'gemm'}.
+    """The CPU kernels this process runs: {'isa', 'gemm', 'bf16_gemm'}.
 
     'isa' ('default', 'avx2' or 'avx512') follows torch's CPU capability, so
     ATEN_CPU_CAPABILITY forces it; 'gemm' ('blas' or 'brgemm') is the
-    large-problem GEMM backend, brgemm on AVX-512 and BLAS elsewhere unless
-    RELUFROB_CPU_GEMM=blas|brgemm says otherwise. Fixed for the process.
+    large-problem float32 GEMM backend, brgemm on AVX-512 and BLAS elsewhere
+    unless RELUFROB_CPU_GEMM=blas|brgemm says otherwise; 'bf16_gemm' is
+    'native' (bfloat16 GEMMs, on AVX-512 CPUs with AMX or AVX512-BF16) or
+    'widen' (bfloat16 operands converted to float32, everywhere else; float16
+    always), unless RELUFROB_CPU_LOWP_GEMM=native|widen says otherwise.
+    Fixed for the process.
     """
     return dict(_cpu_kernels())

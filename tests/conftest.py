@@ -5,10 +5,22 @@
 """
 
 import os
+import tempfile
 
 import pytest
 import torch
 from hypothesis import settings
+
+# torch.compile's on-disk cache does not tell CPU capabilities apart: a
+# process forced to AVX2 (tests/test_cpu_variants.py) reused kernels tiled for
+# AVX-512 and computed NaN (torch 2.14.1). One cache per capability.
+os.environ.setdefault(
+    "TORCHINDUCTOR_CACHE_DIR",
+    os.path.join(
+        tempfile.gettempdir(),
+        f"torchinductor_relufrob_tests_{torch.backends.cpu.get_cpu_capability().lower()}",
+    ),
+)
 
 # CI runs the property tests on a fixed example sequence, so a landing can
 # never hinge on a random draw; local runs keep exploring new examples.

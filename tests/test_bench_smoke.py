@@ -59,7 +59,7 @@ def test_json_derived_figures_and_metadata(quick):
     for field in ("torch", "threads", "cpu_model", "device", "device_name", "dtype"):
         assert meta.get(field), field
     assert meta["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert set(meta["relufrob_cpu_kernels"]) == {"isa", "gemm"}
+    assert set(meta["relufrob_cpu_kernels"]) == {"isa", "gemm", "bf16_gemm"}
     assert meta["gemm_peak"]["gflops"] > 0
     assert meta["dtype"] == "float32" and meta["device"] == "cpu"
     for record in data["results"]:

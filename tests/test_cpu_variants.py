@@ -6,7 +6,9 @@ tiles (relufrob.cpu_kernels()). The suite's other files test whichever
 variant this machine picks. Here each variant gets a fresh process, forced as
 a user forces torch (ATEN_CPU_CAPABILITY, with oneDNN and MKL capped to the
 same ISA) and with RELUFROB_CPU_GEMM naming the backend, that runs the
-parity and property files. An AVX-512 machine so also tests the AVX2 and
+parity and property files. bfloat16 GEMMs run natively or widened to
+float32 (RELUFROB_CPU_LOWP_GEMM): AVX-512 runs native with brgemm and widened
+with BLAS, the other ISAs widened. An AVX-512 machine so also tests the AVX2 and
 baseline code that an AVX2-only machine runs. An ISA the CPU lacks cannot be
 run, only refused: torch takes ATEN_CPU_CAPABILITY at its word, relufrob
 must not (test_capability_above_the_cpu_falls_back).
@@ -36,7 +38,12 @@ SUITE = [
     "tests/test_parity_empty.py",
     "tests/test_parity_general.py",
     "tests/test_properties.py",
+    "tests/test_autocast.py",
 ]
+
+
+def bf16_gemm(isa: str, gemm: str) -> str:
+    return "native" if isa == "avx512" and gemm == "brgemm" else "widen"
 
 
 def forced_env(isa: str, gemm: str) -> dict:
@@ -46,6 +53,7 @@ def forced_env(isa: str, gemm: str) -> dict:
         "ONEDNN_MAX_CPU_ISA": onednn,
         "MKL_ENABLE_INSTRUCTIONS": mkl,
         "RELUFROB_CPU_GEMM": gemm,
+        "RELUFROB_CPU_LOWP_GEMM": bf16_gemm(isa, gemm),
     }
 
 
@@ -88,7 +96,7 @@ def test_variant_passes_parity_suite(isa, gemm):
         )
     env = forced_env(isa, gemm)
     kernels, capability = run_probe(env)
-    assert kernels == {"isa": isa, "gemm": gemm}
+    assert kernels == {"isa": isa, "gemm": gemm, "bf16_gemm": bf16_gemm(isa, gemm)}
     assert capability == ISAS[isa][0]
 
     suite = run_python(
@@ -123,6 +131,24 @@ def test_unknown_gemm_backend_is_refused_with_its_name():
     assert proc.returncode != 0
     assert "RELUFROB_CPU_GEMM must be 'auto', 'blas' or 'brgemm', got 'mkl'" in proc.stderr
     assert "ValueError" in proc.stderr
+
+
+def test_bf16_gemm_follows_the_capability():
+    # Forced to AVX2 (torch, oneDNN and MKL alike), bfloat16 is widened.
+    kernels, _ = run_probe({k: v for k, v in forced_env("avx2", "blas").items() if "LOWP" not in k})
+    assert kernels["bf16_gemm"] == "widen"
+
+
+def test_unknown_lowp_gemm_is_refused_with_its_name():
+    proc = run_python(
+        "-c",
+        "import torch, relufrob; x = torch.ones(300, 300, dtype=torch.bfloat16); "
+        "relufrob.grads(x, x, x)",
+        env={"RELUFROB_CPU_LOWP_GEMM": "amx"},
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "RELUFROB_CPU_LOWP_GEMM must be 'auto', 'native' or 'widen', got 'amx'" in proc.stderr
 
 
 def test_suite_files_exist():

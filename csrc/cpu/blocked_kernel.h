@@ -132,6 +132,75 @@ double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm,
   return loss;
 }
 
+// Rows [row_begin, row_end) of a bfloat16 problem on native bfloat16 GEMMs
+// (cpu_isa.h: native_bf16_gemm). The block step is blocked_chunk's, with
+// the GEMMs on bfloat16 operands read in place:
+//     Z_b  = X_b W          bfloat16 out, as autograd's Z, widened for the epilogue
+//     G_b                   narrowed to bfloat16 for the GEMMs, as autograd's G
+//     dX_b = G_b Wᵀ         bfloat16, straight into the output rows
+//     dW  += X_bᵀ G_b       through a bfloat16 K x N block product added into
+//                           the chunk's float32 partial (BLAS writes its
+//                           output's dtype), so the blocks are large
+template <typename Isa, typename scalar_t, typename target_t, typename opmath_t>
+double blocked_chunk_native_lowp(const GradsPlan& p,
+                                 const EpilogueArgs<target_t, opmath_t, scalar_t>& ep,
+                                 int64_t row_begin, int64_t row_end, int64_t rows_per_block,
+                                 opmath_t* dw_partial, opmath_t* db_partial) {
+  const int64_t K = p.K, N = p.N;
+  const scalar_t* X = p.X.const_data_ptr<scalar_t>();
+  const at::Tensor Wv = matrix_view(p.W.const_data_ptr<scalar_t>(), K, N, N);
+  scalar_t* dX = p.want.dX ? p.dX2.data_ptr<scalar_t>() : nullptr;
+  target_t* db_full = full_bias_grad<target_t>(p);
+
+  const Scratch<opmath_t> z(rows_per_block * N);
+  const Scratch<scalar_t> z_low(rows_per_block * N);
+  const Scratch<scalar_t> dw_block(dw_partial ? K * N : 0);
+  std::vector<double> row_loss(rows_per_block);
+  const int64_t grain = std::max<int64_t>(1, 16384 / N);
+
+  double loss = 0.0;
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, row_end - r0);
+    const at::Tensor x = matrix_view(X + r0 * K, rows, K, K);
+    at::Tensor zl = matrix_view(z_low.get(), rows, N, N);
+    at::mm_out(zl, x, Wv);
+    at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
+        store_rows(z.get() + begin * N, N, z_low.get() + begin * N, N, end - begin, N);
+        epilogue_rows(ep, r0, begin, end, z.get(), row_loss.data());
+        if (ep.write_g)
+          store_rows(z_low.get() + begin * N, N, z.get() + begin * N, N, end - begin, N);
+      });
+    });
+    for (int64_t i = 0; i < rows; ++i) loss += row_loss[i];
+    if (!ep.write_g) continue;
+
+    if (db_partial || db_full) {
+      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
+        if (db_partial) add_rows(db_partial, z.get(), rows, N, N);
+        if (db_full) store_rows(db_full + r0 * N, N, z.get(), N, rows, N);
+      });
+    }
+    if (dX) {
+      at::Tensor out = matrix_view(dX + r0 * K, rows, K, K);
+      at::mm_out(out, zl, Wv.t());
+    }
+    if (dw_partial) {
+      at::Tensor block = matrix_view(dw_block.get(), K, N, N);
+      at::mm_out(block, x.t(), zl);
+      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
+        for (int64_t i = 0; i < K * N; ++i)
+          dw_partial[i] += static_cast<opmath_t>(dw_block.get()[i]);
+      });
+    }
+  }
+  return loss;
+}
+
+// Rows per block of the native bfloat16 path: each block adds one K x N
+// product into the dW partial, so blocks are 4x the usual height.
+constexpr int64_t kNativeLowpBlockFactor = 4;
+
 // scalar_t: X, W, dX and dW; target_t: Y, bias, dY and db (scalar_t, or
 // float under a float16/bfloat16 scalar_t).
 template <typename Isa, typename scalar_t, typename target_t>
@@ -141,16 +210,19 @@ double blocked_grads(const GradsPlan& p) {
   const auto op_dtype = c10::CppTypeToScalarType<opmath_t>::value;
   const int64_t M = p.M, K = p.K, N = p.N;
 
-  const at::Tensor W_op = kNative ? p.W : p.W.to(op_dtype);
-  BlockGemm<opmath_t> gemm{gemm_backend(), W_op.const_data_ptr<opmath_t>(), nullptr, K, N};
+  const bool native_lowp = std::is_same_v<scalar_t, at::BFloat16> && native_bf16_gemm();
+  const at::Tensor W_op = kNative || native_lowp ? p.W : p.W.to(op_dtype);
+  BlockGemm<opmath_t> gemm{gemm_backend(), static_cast<const opmath_t*>(W_op.const_data_ptr()),
+                           nullptr, K, N};
   at::Tensor Wt;
-  if (gemm.brgemm() && p.want.dX) {
+  if (gemm.brgemm() && p.want.dX && !native_lowp) {
     Wt = W_op.t().contiguous();
     gemm.Wt = Wt.const_data_ptr<opmath_t>();
   }
 
   const RowSplit split = blocked_split(p);
-  const int64_t rows_per_block = block_rows(split.rows_per_chunk, N, sizeof(opmath_t));
+  const int64_t rows_per_block = block_rows(split.rows_per_chunk, N, sizeof(opmath_t)) *
+                                 (native_lowp ? kNativeLowpBlockFactor : 1);
   opmath_t* dw_out = nullptr;
   if constexpr (kNative) {
     if (p.want.dW) dw_out = p.dW.data_ptr<scalar_t>();
@@ -162,8 +234,15 @@ double blocked_grads(const GradsPlan& p) {
       epilogue_args<target_t, scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
 
   const double loss = sum_over_chunks(split, [&](int64_t c) {
-    return blocked_chunk<Isa, scalar_t, target_t>(p, gemm, ep, split.begin(c, M), split.end(c, M),
-                                                  rows_per_block, p.want.dW ? dw.of(c) : nullptr,
+    const int64_t begin = split.begin(c, M), end = split.end(c, M);
+    opmath_t* dw_c = p.want.dW ? dw.of(c) : nullptr;
+    if constexpr (!kNative) {
+      if (native_lowp)
+        return blocked_chunk_native_lowp<Isa, scalar_t, target_t>(
+            p, ep, begin, end, std::min(rows_per_block, std::max<int64_t>(end - begin, 1)), dw_c,
+            db.of(c));
+    }
+    return blocked_chunk<Isa, scalar_t, target_t>(p, gemm, ep, begin, end, rows_per_block, dw_c,
                                                   db.of(c));
   });
   db.store(p);

@@ -57,7 +57,38 @@ GemmBackend backend_from_env(CpuIsa isa) {
   return isa == CpuIsa::kAvx512 ? GemmBackend::kBrgemm : GemmBackend::kBlas;
 }
 
+bool bf16_gemm_from_env(CpuIsa isa) {
+  const char* forced = std::getenv("RELUFROB_CPU_LOWP_GEMM");
+  if (forced && *forced) {
+    const std::string name(forced);
+    if (name == "native") return true;
+    if (name == "widen") return false;
+    TORCH_CHECK_VALUE(name == "auto",
+                      "relufrob: RELUFROB_CPU_LOWP_GEMM must be 'auto', 'native' or "
+                      "'widen', got '",
+                      name, "'");
+  }
+  if (isa != CpuIsa::kAvx512) return false;
+  // oneDNN's own ISA cap, as torch's is ATEN_CPU_CAPABILITY.
+  const char* onednn = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (onednn && *onednn) {
+    const std::string cap(onednn);
+    if (cap.rfind("AVX512", 0) != 0 && cap.rfind("AMX", 0) != 0 && cap != "ALL") return false;
+  }
+#if RELUFROB_X86_DISPATCH
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16");
+#else
+  return false;
+#endif
+}
+
 }  // namespace
+
+bool native_bf16_gemm() {
+  static const bool native = bf16_gemm_from_env(active_isa());
+  return native;
+}
 
 CpuIsa active_isa() {
   static const CpuIsa isa = isa_from_torch();

@@ -53,6 +53,17 @@ CpuIsa active_isa();
 // choice, so that both backends can be tested and compared on any machine.
 GemmBackend gemm_backend();
 
+// bfloat16 GEMMs: native (oneDNN's bfloat16 kernels on AMX or AVX512-BF16,
+// bfloat16 operands with float32 accumulation) or widened (the operands
+// converted to float32 a block at a time, float32 GEMMs). Native where the
+// ISA is AVX-512 and the CPU has those instructions: there a 4096x512x512
+// bfloat16 GEMM took 2-8 ms against 14-16 ms in float32 (Xeon with AMX),
+// while without them oneDNN's bfloat16 GEMM took 0.9 s (the same machine
+// forced to AVX2). float16 is always widened: without AMX-FP16 its native
+// GEMM measured no faster than float32. RELUFROB_CPU_LOWP_GEMM=native|widen
+// overrides the choice; ONEDNN_MAX_CPU_ISA below AVX-512 means widened.
+bool native_bf16_gemm();
+
 const char* isa_name(CpuIsa isa);
 const char* gemm_backend_name(GemmBackend backend);
 

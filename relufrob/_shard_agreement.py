@@ -1,0 +1,208 @@
+"""The shape agreement of relufrob.distributed: one small all_gather, then
+every rank raises together or none does.
+
+Each rank checks its own arguments (relufrob.validation, the C++ checks in
+Python) and packs what the other ranks must agree with -- its mode, its
+reduction, which gradients it computes, its dtype and its shard shapes --
+into a fixed-length int64 vector. One all_gather gives every rank all the
+vectors, and every rank applies the same rules to the same data, so a
+mismatch raises on every rank, before the packed all-reduce that would
+otherwise hang or fail on some of them only.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .validation import FLOAT_DTYPES, check_args, explain_failure
+
+__all__ = ["MODES", "Agreement", "agree_on_shards"]
+
+MODES = ("rows", "cols")
+MAX_DIMS = 8  # dimensions per tensor the vector has room for
+_ARGS = ("X", "W", "Y", "bias")
+# What a rank's own failed check names, for the other ranks' messages.
+_CHECKED = (*_ARGS, "parallel", "reduction", "activation", "wrt")
+_DTYPES = list(FLOAT_DTYPES.values())
+_NEEDS = ("dW", "dX", "dY", "db")
+_HEAD = 4 + len(_NEEDS)  # status, mode, reduction, dtype, then the four need flags
+_SLOT = 1 + MAX_DIMS  # ndim (-1: None), then the dimensions
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """What the ranks agreed on: the global problem's element count."""
+
+    global_rows: int  # M of the whole problem (X's leading dimensions, flattened)
+    global_cols: int  # N of the whole problem
+
+    @property
+    def global_count(self) -> int:
+        return self.global_rows * self.global_cols
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """One rank's vector, decoded."""
+
+    status: int  # 0: its arguments passed its own checks; 1 + i: _CHECKED[i] failed
+    mode: int
+    reduction: int
+    dtype: int
+    need: tuple[bool, ...]
+    shapes: tuple[Optional[tuple[int, ...]], ...]  # X, W, Y, bias; None where absent
+
+    def shape(self, name: str) -> Optional[tuple[int, ...]]:
+        return self.shapes[_ARGS.index(name)]
+
+
+def _failed_argument(error: Exception) -> int:
+    """1 + the index in _CHECKED of the argument an error message names
+    (relufrob's messages read "relufrob: W must ..."), else len(_CHECKED) + 1."""
+    text = str(error)
+    for i, name in enumerate(_CHECKED):
+        if f": {name} " in text:
+            return 1 + i
+    return 1 + len(_CHECKED)
+
+
+def _encode(status, mode, reduction, X, W, Y, bias, need) -> list[int]:
+    ok = status == 0
+    head = [
+        status,
+        MODES.index(mode) if mode in MODES else -1,
+        ("sum", "mean").index(reduction) if ok else -1,
+        _DTYPES.index(X.dtype) if ok else -1,
+        *(int(n) for n in (need if ok else (False,) * len(_NEEDS))),
+    ]
+    slots = []
+    for t in (X, W, Y, bias):
+        dims = list(t.shape) if ok and t is not None else []
+        slots += [len(dims) if ok and t is not None else -1, *dims, *[0] * (MAX_DIMS - len(dims))]
+    return head + slots
+
+
+def _decode(row: list[int]) -> _Shard:
+    shapes = []
+    for i in range(len(_ARGS)):
+        ndim, *dims = row[_HEAD + i * _SLOT : _HEAD + (i + 1) * _SLOT]
+        shapes.append(None if ndim < 0 else tuple(dims[:ndim]))
+    return _Shard(
+        row[0], row[1], row[2], row[3], tuple(bool(n) for n in row[4:_HEAD]), tuple(shapes)
+    )
+
+
+def _collective_device(group, X) -> torch.device:
+    """Where the small vector travels: NCCL takes CUDA tensors only."""
+    if isinstance(X, Tensor) and X.device.type != "cpu":
+        return X.device
+    if dist.get_backend(group) == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _ranks_text(values: list) -> str:
+    """'[4, 3] on ranks 0, 2; [5, 3] on rank 1' for a value per rank."""
+    groups: dict = {}
+    for rank, value in enumerate(values):
+        groups.setdefault(value, []).append(rank)
+    parts = []
+    for value, ranks in groups.items():
+        shown = "None" if value is None else (list(value) if isinstance(value, tuple) else value)
+        word = "rank" if len(ranks) == 1 else "ranks"
+        parts.append(f"{shown} on {word} {', '.join(map(str, ranks))}")
+    return "; ".join(parts)
+
+
+def _bias_kind(shard: _Shard) -> Optional[str]:
+    """'(N,)' for a bias added to every row, 'full' for one of the output's shape."""
+    bias, W = shard.shape("bias"), shard.shape("W")
+    if bias is None:
+        return None
+    return "(N,)" if len(bias) == 1 and bias[0] == W[1] else "full"
+
+
+def _require_same(fn: str, what: str, values: list, why: str) -> None:
+    if len(set(values)) > 1:
+        raise ValueError(
+            f"{fn}: {what} must be the same on every rank ({why}); got {_ranks_text(values)}"
+        )
+
+
+def _check_agreement(fn: str, shards: list[_Shard]) -> Agreement:
+    """The rules, applied by every rank to every rank's vector."""
+
+    def same(what, values, why):
+        _require_same(fn, what, values, why)
+
+    modes = [MODES[s.mode] if s.mode >= 0 else "an invalid mode" for s in shards]
+    same("parallel", modes, "it says how the problem is split")
+    rows = modes[0] == "rows"
+    same("reduction", [("sum", "mean")[s.reduction] for s in shards], "the loss is one sum")
+    dtypes = [str(_DTYPES[s.dtype]).replace("torch.", "") for s in shards]
+    same("X's dtype", dtypes, "the all-reduce sums one dtype")
+    X = [s.shape("X") for s in shards]
+    W = [s.shape("W") for s in shards]
+    given = ["None" if s.shape("Y") is None else "given" for s in shards]
+    same("Y (given or None)", given, "a target on every rank or on none")
+    same("bias's kind", [_bias_kind(s) for s in shards], "None, (N,) or full on every rank")
+    wrt = [tuple(n for n, w in zip(_NEEDS, s.need) if w) for s in shards]
+    # For grads that is wrt; for loss, which inputs require grad.
+    same("wrt (the gradients computed)", wrt, "the all-reduce packs them")
+    leading = [math.prod(x[:-1]) for x in X]
+    if rows:
+        same("X's K = X.shape[-1]", [x[-1] for x in X], "rows mode splits X by rows only")
+        same("W's shape", W, "rows mode replicates W")
+        return Agreement(global_rows=sum(leading), global_cols=W[0][1])
+    # W's K first: a K that differs is then told as W's, a differing M as X's.
+    same("W's K = W.shape[0]", [w[0] for w in W], "cols mode splits W by columns only")
+    same("X's shape", X, "cols mode replicates X")
+    return Agreement(global_rows=leading[0], global_cols=sum(w[1] for w in W))
+
+
+def agree_on_shards(
+    fn: str, parallel, group, X, W, Y, bias, reduction, activation, need_flags: Callable
+) -> tuple[Agreement, tuple[bool, ...]]:
+    """All-gather every rank's shard shapes and raise on all ranks if they disagree.
+
+    `fn` names the caller in messages; `need_flags()` gives (need_dW, need_dX,
+    need_dY, need_db), and may raise for a bad `wrt`. Returns the agreement
+    and those flags. A rank whose own arguments fail relufrob's checks
+    re-raises its error; the others raise a ValueError naming that rank and
+    argument.
+    """
+    status, error, need = 0, None, (False,) * len(_NEEDS)
+    try:
+        if parallel not in MODES:
+            raise ValueError(f"{fn}: parallel must be 'rows' or 'cols', got {parallel!r}")
+        explain_failure(X, W, Y, reduction, bias, activation)
+        check_args(X, W, Y, reduction, bias, activation)
+        for name, t in zip(_ARGS, (X, W, Y, bias)):
+            if t is not None and t.dim() > MAX_DIMS:
+                raise ValueError(
+                    f"{fn}: {name} may have at most {MAX_DIMS} dimensions, got {t.dim()}"
+                )
+        need = tuple(need_flags())
+    except (TypeError, ValueError, NotImplementedError) as e:
+        error, status = e, _failed_argument(e)
+    device = _collective_device(group, X)
+    mine = torch.tensor(_encode(status, parallel, reduction, X, W, Y, bias, need), device=device)
+    world = dist.get_world_size(group)
+    gathered = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine, group=group)
+    shards = [_decode(v.tolist()) for v in gathered]
+    if error is not None:
+        raise error
+    failed = [(r, s.status) for r, s in enumerate(shards) if s.status]
+    if failed:
+        rank, code = failed[0]
+        what = _CHECKED[code - 1] if code <= len(_CHECKED) else "argument"
+        raise ValueError(
+            f"{fn}: rank {rank} was given an invalid {what}, so no rank computes; "
+            "see the error raised on that rank"
+        )
+    return _check_agreement(fn, shards), need
