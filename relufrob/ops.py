@@ -182,7 +182,8 @@ def cpu_kernels() -> dict:
 
     'isa' ('default', 'avx2' or 'avx512') follows torch's CPU capability, so
     ATEN_CPU_CAPABILITY forces it; 'gemm' ('blas' or 'brgemm') is the
-    large-problem float32 GEMM backend, brgemm on AVX-512 and BLAS elsewhere
+    large-problem float32 GEMM backend, brgemm on non-Intel AVX-512 CPUs and
+    BLAS elsewhere (MKL's AVX-512 paths run on Intel CPUs only)
     unless RELUFROB_CPU_GEMM=blas|brgemm says otherwise; 'bf16_gemm' is
     'native' (bfloat16 GEMMs, on AVX-512 CPUs with AMX or AVX512-BF16) or
     'widen' (bfloat16 operands converted to float32, everywhere else; float16

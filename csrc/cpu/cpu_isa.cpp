@@ -4,6 +4,9 @@
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
+#if __has_include(<unistd.h>)
+#include <unistd.h>
+#endif
 #include <string>
 
 namespace relufrob::cpu {
@@ -54,7 +57,12 @@ GemmBackend backend_from_env(CpuIsa isa) {
                       "'brgemm', got '",
                       name, "'");
   }
-  return isa == CpuIsa::kAvx512 ? GemmBackend::kBrgemm : GemmBackend::kBlas;
+  if (isa != CpuIsa::kAvx512) return GemmBackend::kBlas;
+#if RELUFROB_X86_DISPATCH
+  __builtin_cpu_init();
+  if (__builtin_cpu_is("intel")) return GemmBackend::kBlas;
+#endif
+  return GemmBackend::kBrgemm;
 }
 
 bool bf16_gemm_from_env(CpuIsa isa) {
@@ -98,6 +106,14 @@ CpuIsa active_isa() {
 GemmBackend gemm_backend() {
   static const GemmBackend backend = backend_from_env(active_isa());
   return backend;
+}
+
+int64_t l2_cache_bytes() {
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+  const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (bytes > 0) return bytes;
+#endif
+  return 0;
 }
 
 const char* isa_name(CpuIsa isa) {

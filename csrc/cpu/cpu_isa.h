@@ -46,10 +46,12 @@ enum class GemmBackend { kBlas, kBrgemm };
 // lowered to what the CPU can run.
 CpuIsa active_isa();
 
-// The large-problem GEMMs: oneDNN's brgemm micro-kernels where the ISA is
-// AVX-512, which they drive near peak, and BLAS (MKL in torch's x86 wheels)
-// elsewhere: on AVX2 machines three brgemm-tiled GEMMs measured 2.3x slower
-// than torch.mm at 8192x512x512. RELUFROB_CPU_GEMM=blas|brgemm overrides the
+// The large-problem float32 GEMMs: oneDNN's brgemm micro-kernels on AVX-512
+// CPUs that are not Intel's, BLAS (MKL in torch's x86 wheels) elsewhere. MKL
+// takes its AVX-512 code paths on Intel CPUs only: on AMD Zen 5 brgemm ran
+// about 2x MKL's AVX2 path, while on a Xeon MKL ran 1.1-1.4x brgemm tiles
+// (and on AVX2 machines three brgemm-tiled GEMMs measured 2.3x slower than
+// torch.mm at 8192x512x512). RELUFROB_CPU_GEMM=blas|brgemm overrides the
 // choice, so that both backends can be tested and compared on any machine.
 GemmBackend gemm_backend();
 
@@ -63,6 +65,9 @@ GemmBackend gemm_backend();
 // GEMM measured no faster than float32. RELUFROB_CPU_LOWP_GEMM=native|widen
 // overrides the choice; ONEDNN_MAX_CPU_ISA below AVX-512 means widened.
 bool native_bf16_gemm();
+
+// The L2 cache of one core in bytes, or 0 where the OS does not tell.
+int64_t l2_cache_bytes();
 
 const char* isa_name(CpuIsa isa);
 const char* gemm_backend_name(GemmBackend backend);
