@@ -365,18 +365,6 @@ def describe_variant(variant: Variant, shape: tuple[int, int, int]) -> str:
     return text + (f"  [--exercise {variant.name}]" if variant.name else "")
 
 
-# Rounding keeps a sign, so without a bias autograd's ReLU mask in float16 and
-# bfloat16 is relufrob's; X W rounded and then added to b can cancel to the
-# other side of 0. Such a flip moves G by a whole term, 2 |Y| where Y is
-# given, which no tolerance that still catches a masking bug allows.
-_MASK_NOTE = (
-    "Note: autograd also rounds X W to {name} before adding b, so where X W + b "
-    "nearly cancels its ReLU mask can differ from relufrob's (which is closer to "
-    "float64); with a target such an entry moves dW, dX and db by a whole term, "
-    "beyond the tolerance. Check a derivation in float32 or float64."
-)
-
-
 def format_report(r: CheckResult, show_matrices: bool = False) -> str:
     """The report ``check`` prints without --json."""
     shapes = {
@@ -407,11 +395,9 @@ def format_report(r: CheckResult, show_matrices: bool = False) -> str:
     if r.dtype in (torch.float16, torch.bfloat16):
         out.append(
             f"Note: autograd and the formulas round every intermediate to {name}, "
-            f"relufrob computes in float32; the tolerances allow for the few "
-            f"{name} ulps this changes."
+            f"relufrob rounds X W as they do and computes the rest in float32; "
+            f"the tolerances allow for the few {name} ulps this changes."
         )
-        if r.variant.activation == "relu" and r.variant.bias != "none":
-            out.append(_MASK_NOTE.format(name=name))
     for m, err in r.errors.items():
         out.append(f"ERROR: {m} raised {err}")
     for q in r.variant.quantities:

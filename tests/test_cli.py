@@ -487,11 +487,11 @@ def test_a_wrong_db_is_a_mismatch(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_low_precision_with_a_bias_notes_the_relu_mask(capsys, dtype):
-    assert cli.main(["check", "--bias", "full", "--dtype", dtype]) == 0
-    out = capsys.readouterr().out
-    assert verdicts(out) == {(q, m): "MATCH" for q in (*QUANTITIES, "db") for m in CANDIDATES}
-    assert f"autograd also rounds X W to {dtype} before adding b" in out
-    # no mask, nothing to flip: no note
-    assert cli.main(["check", "--exercise", "linear-bias", "--dtype", dtype]) == 0
-    assert "before adding b" not in capsys.readouterr().out
+def test_low_precision_with_a_bias_matches(capsys, dtype):
+    # relufrob rounds X W to the low precision as autograd does, so a bias
+    # that nearly cancels X W flips autograd's ReLU mask and relufrob's alike.
+    for args in (["--bias", "full"], ["--exercise", "linear-bias"]):
+        assert cli.main(["check", *args, "--dtype", dtype]) == 0
+        out = capsys.readouterr().out
+        assert set(verdicts(out).values()) == {"MATCH"}
+        assert "relufrob rounds X W as they do" in out
