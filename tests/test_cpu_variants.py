@@ -120,16 +120,23 @@ def test_capability_above_the_cpu_falls_back(isa):
     assert kernels["isa"] == best
 
 
-def test_unknown_gemm_backend_is_refused_with_its_name():
+UNKNOWN_SWITCHES = {
+    "RELUFROB_CPU_GEMM": ("mkl", "torch.float32", "'auto', 'blas' or 'brgemm'"),
+    "RELUFROB_CPU_LOWP_GEMM": ("amx", "torch.bfloat16", "'auto', 'native' or 'widen'"),
+}
+
+
+@pytest.mark.parametrize("variable", list(UNKNOWN_SWITCHES))
+def test_unknown_switch_value_is_refused_with_its_name(variable):
+    value, dtype, choices = UNKNOWN_SWITCHES[variable]
     proc = run_python(
         "-c",
-        "import torch, relufrob; relufrob.grads(torch.ones(300, 300), torch.ones(300, 300), "
-        "torch.ones(300, 300))",
-        env={"RELUFROB_CPU_GEMM": "mkl"},
+        f"import torch, relufrob; x = torch.ones(300, 300, dtype={dtype}); relufrob.grads(x, x, x)",
+        env={variable: value},
         timeout=120,
     )
     assert proc.returncode != 0
-    assert "RELUFROB_CPU_GEMM must be 'auto', 'blas' or 'brgemm', got 'mkl'" in proc.stderr
+    assert f"{variable} must be {choices}, got '{value}'" in proc.stderr
     assert "ValueError" in proc.stderr
 
 
@@ -137,18 +144,6 @@ def test_bf16_gemm_follows_the_capability():
     # Forced to AVX2 (torch, oneDNN and MKL alike), bfloat16 is widened.
     kernels, _ = run_probe({k: v for k, v in forced_env("avx2", "blas").items() if "LOWP" not in k})
     assert kernels["bf16_gemm"] == "widen"
-
-
-def test_unknown_lowp_gemm_is_refused_with_its_name():
-    proc = run_python(
-        "-c",
-        "import torch, relufrob; x = torch.ones(300, 300, dtype=torch.bfloat16); "
-        "relufrob.grads(x, x, x)",
-        env={"RELUFROB_CPU_LOWP_GEMM": "amx"},
-        timeout=120,
-    )
-    assert proc.returncode != 0
-    assert "RELUFROB_CPU_LOWP_GEMM must be 'auto', 'native' or 'widen', got 'amx'" in proc.stderr
 
 
 def test_suite_files_exist():
