@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .validation import FLOAT_DTYPES, check_args, explain_failure
+from .validation import FLOAT_DTYPES, check_args, explain_failure, target_dtype
 
 __all__ = ["MODES", "Agreement", "agree_on_shards"]
 
@@ -29,7 +29,8 @@ _ARGS = ("X", "W", "Y", "bias")
 _CHECKED = (*_ARGS, "parallel", "reduction", "activation", "wrt")
 _DTYPES = list(FLOAT_DTYPES.values())
 _NEEDS = ("dW", "dX", "dY", "db")
-_HEAD = 4 + len(_NEEDS)  # status, mode, reduction, dtype, then the four need flags
+# status, mode, reduction, X's dtype, the target's dtype, then the four need flags
+_HEAD = 5 + len(_NEEDS)
 _SLOT = 1 + MAX_DIMS  # ndim (-1: None), then the dimensions
 
 
@@ -53,6 +54,7 @@ class _Shard:
     mode: int
     reduction: int
     dtype: int
+    target_dtype: int  # of Y, bias, the loss, dY and db (mixed precision: float32)
     need: tuple[bool, ...]
     shapes: tuple[Optional[tuple[int, ...]], ...]  # X, W, Y, bias; None where absent
 
@@ -77,6 +79,7 @@ def _encode(status, mode, reduction, X, W, Y, bias, need) -> list[int]:
         MODES.index(mode) if mode in MODES else -1,
         ("sum", "mean").index(reduction) if ok else -1,
         _DTYPES.index(X.dtype) if ok else -1,
+        _DTYPES.index(target_dtype(X, Y, bias)) if ok else -1,
         *(int(n) for n in (need if ok else (False,) * len(_NEEDS))),
     ]
     slots = []
@@ -92,7 +95,7 @@ def _decode(row: list[int]) -> _Shard:
         ndim, *dims = row[_HEAD + i * _SLOT : _HEAD + (i + 1) * _SLOT]
         shapes.append(None if ndim < 0 else tuple(dims[:ndim]))
     return _Shard(
-        row[0], row[1], row[2], row[3], tuple(bool(n) for n in row[4:_HEAD]), tuple(shapes)
+        row[0], row[1], row[2], row[3], row[4], tuple(bool(n) for n in row[5:_HEAD]), tuple(shapes)
     )
 
 
@@ -145,6 +148,8 @@ def _check_agreement(fn: str, shards: list[_Shard]) -> Agreement:
     same("reduction", [("sum", "mean")[s.reduction] for s in shards], "the loss is one sum")
     dtypes = [str(_DTYPES[s.dtype]).replace("torch.", "") for s in shards]
     same("X's dtype", dtypes, "the all-reduce sums one dtype")
+    targets = [str(_DTYPES[s.target_dtype]).replace("torch.", "") for s in shards]
+    same("Y's and bias's dtype", targets, "the loss and db are summed in it")
     X = [s.shape("X") for s in shards]
     W = [s.shape("W") for s in shards]
     given = ["None" if s.shape("Y") is None else "given" for s in shards]

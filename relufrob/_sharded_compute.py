@@ -56,14 +56,16 @@ def is_row_bias(bias: Optional[Tensor], W: Tensor) -> bool:
 def all_reduce_packed(parts: list[Tensor], group) -> list[Tensor]:
     """Sum `parts` across ranks with ONE all-reduce of one flat buffer.
 
-    Returns new tensors in the parts' shapes (views of that buffer, which no
-    input shares).
+    Returns new tensors in the parts' shapes and dtypes (views of that buffer,
+    which no input shares, or copies where the parts' dtypes differ: in mixed
+    precision the float32 loss promotes the buffer, and a bfloat16 gradient
+    is summed in float32 and returned in bfloat16).
     """
     flat = torch.cat([p.reshape(-1) for p in parts])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
     out, offset = [], 0
     for p in parts:
-        out.append(flat[offset : offset + p.numel()].view(p.shape))
+        out.append(flat[offset : offset + p.numel()].view(p.shape).to(p.dtype))
         offset += p.numel()
     return out
 

@@ -4,8 +4,8 @@ Problems that share W (and an (N,) bias) are one problem of stacked rows:
 the fused op computes the whole batch's epilogue and dX, dY in one call, and
 only what sums over each problem's own rows is taken apart afterwards:
 
-* the loss of problem b, from its residuals R = dY / (-2 s) (s: the loss
-  scale; a missing Y is a target of zeros);
+* the loss of problem b, from its residuals R (the op's dY at scale -1/2;
+  a missing Y is a target of zeros);
 * dW_b = X_bᵀ G_b, one batched GEMM over G = df/dZ, which the op hands out
   as the gradient of a full-shape bias (a bias of zeros when there is none:
   z + 0 is z, so nothing else changes);
@@ -45,6 +45,12 @@ def _one_by_one(size, args, dims, options, need, want_g=False):
     def item(t, d, i):
         return t if t is None or d is None else t.select(d, i)
 
+    if size == 0:  # nothing to stack: one problem of zeros gives the shapes
+        args = [
+            t if t is None or d is None else t.new_zeros(t.shape[:d] + t.shape[d + 1 :])
+            for t, d in zip(args, dims)
+        ]
+        dims = [None] * len(dims)
     outs = [
         _grads_op(
             *(item(t, d, i) for t, d in zip(args, dims)),
@@ -54,13 +60,15 @@ def _one_by_one(size, args, dims, options, need, want_g=False):
             need_dY=need[2],
             need_db=need[3],
         )
-        for i in range(size)
+        for i in range(max(size, 1))
     ]
     stacked = [torch.stack(parts) for parts in zip(*outs)]
     # A gradient that was not asked for is a (0,) placeholder, unbatched.
-    for k, wanted in enumerate((True, *need), start=0):
+    for k, wanted in enumerate((True, *need)):
         if not wanted:
             stacked[k] = stacked[k][0]
+        elif size == 0:
+            stacked[k] = stacked[k][:0]
     dims_out = tuple(0 if wanted else None for wanted in (True, *need))
     if want_g:  # no G here: dW is computed whole instead (need[0] is True)
         return (*stacked, args[0].new_empty((0,))), (*dims_out, None)
@@ -113,21 +121,27 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
         bf = bias.expand(size * rows, N) if need_g else bias
     else:
         bf = _front(bias, bd, size).reshape(size * rows, N)
-    _, _, dXf, dYf, G = _grads_op(
+    # At scale -1/2 the op's dY is R itself and its G and dX are -R-based:
+    # the loss is then taken from R in float64 (from the scaled dY a float16
+    # mean could overflow in R², or underflow in dY), and the gradients are
+    # scaled by -2 s afterwards (exactly, for a sum: s = 1).
+    _, _, dXf, R, G = _grads_op(
         Xf,
         W,
         Yf,
         bf,
         activation=options["activation"],
         reduction="sum",
-        scale=s,
+        scale=-0.5,
         need_dW=False,
         need_dX=need[1],
         need_dY=True,
         need_db=need_g or (need[3] and not row_bias),
     )
-    R = (dYf / (-2.0 * s)).view(size, rows * N)
-    loss = ((R * R).double().sum(1) * s).to(target)
+    c = -2.0 * s
+    loss = ((R.double() ** 2).view(size, rows * N).sum(1) * s).to(target)
+    if G.numel():
+        G = G * c
 
     placeholder = X.new_empty((0,))
     dW = dX = dY = db = placeholder
@@ -135,9 +149,9 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
         Gb = G.view(size, rows, N).to(X.dtype)
         dW = torch.bmm(Xf.view(size, rows, K).transpose(1, 2), Gb)
     if need[1]:
-        dX = dXf.view(size, *x_shape)
+        dX = (dXf * c).view(size, *x_shape)
     if need[2]:
-        dY = dYf.view(size, *x_shape[:-1], N)
+        dY = (R * c).view(size, *x_shape[:-1], N)
     if need[3]:
         db = G.view(size, rows, N).sum(1) if row_bias else G.view(size, *bias_shape)
     dims_out = (0,) + tuple(0 if wanted else None for wanted in need)

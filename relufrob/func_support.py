@@ -33,24 +33,24 @@ def _base(t):
     return t
 
 
-def _backward_is_differentiated(inputs) -> bool:
+def _backward_is_differentiated(g, inputs) -> bool:
     """Whether anything will differentiate the backward now running.
 
     torch.func runs every backward with grad mode on (its tensors track grad
     at their level even for a single grad), so grad mode alone cannot tell.
-    The backward's result is differentiated again only by a second
-    differentiating transform (grad of grad, jacrev of grad, hessian), or by
-    plain autograd outside every transform, through an input that requires
-    grad there. Otherwise the gradients saved by the fused forward are exact
-    and the backward only scales them.
+    The backward's result is differentiated again by any differentiating
+    transform level other than the one whose cotangent ``g`` is (grad of
+    grad; jacrev of jacrev, whose inner level has already exited when its
+    backward runs, leaving only the outer one live), or by plain autograd
+    outside every transform, through an input that requires grad there.
+    Otherwise the gradients saved by the fused forward are exact and the
+    backward only scales them.
     """
-    levels = [
-        i
-        for i in pyfunctorch.retrieve_all_functorch_interpreters()
-        if isinstance(i, (pyfunctorch.GradInterpreter, pyfunctorch.JvpInterpreter))
-    ]
-    if len(levels) != 1:
-        return True
+    own = torch._C._functorch.maybe_get_level(g)
+    for i in pyfunctorch.retrieve_all_functorch_interpreters():
+        is_grad = isinstance(i, (pyfunctorch.GradInterpreter, pyfunctorch.JvpInterpreter))
+        if is_grad and i.level() != own:
+            return True
     return any(t is not None and _base(t).requires_grad for t in inputs)
 
 
@@ -84,7 +84,7 @@ class FusedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, *_):
         X, W, Y, bias, dW, dX, dY, db, G = ctx.saved_tensors
-        if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
+        if torch.is_grad_enabled() and _backward_is_differentiated(g, (X, W, Y, bias)):
             # A derivative of this backward is wanted (grad of grad, hessian):
             # the gradients again, from differentiable ops.
             ref = reference.formula_grads(

@@ -173,8 +173,11 @@ def formula_grads(
     else:
         R = Z if Y is None else Z - Y
         G = (2.0 * scale) * R
-    dW = X.reshape(M, K).T @ G.reshape(M, N)
-    dX = G @ W.T
+    # G in X's dtype for the GEMMs, as autograd's matmul backward takes it (in
+    # mixed precision G is float32, from a float32 Y, and X bfloat16).
+    Gx = G.to(X.dtype)
+    dW = X.reshape(M, K).T @ Gx.reshape(M, N)
+    dX = Gx @ W.T
     dY = None if Y is None else (-2.0 * scale) * R
     db = None
     if bias is not None:

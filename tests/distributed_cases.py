@@ -442,6 +442,44 @@ def errors_one_rank_invalid(ctx):
 
 
 @case
+def errors_target_dtype(ctx):
+    """Mixed precision whose target dtype differs across ranks (Y float32 on
+    one, bfloat16 on another): a ValueError on every rank, not a broken
+    all-reduce."""
+    X, W, Y, _ = problem(*DIRECT, exact=False)
+    Xl, Wl = X.bfloat16(), W.bfloat16()
+    Yr = Y.bfloat16() if ctx.rank == ctx.world - 1 else Y
+    for parallel in ("rows", "cols"):
+        raises(
+            ValueError,
+            "Y's and bias's dtype",
+            "same on every rank",
+            fn=lambda: rd.grads(Xl, Wl, Yr, parallel=parallel),
+        )
+
+
+@case
+def mixed_precision_dtypes(ctx):
+    """bfloat16 X and W with a float32 Y: each output in the dtype the local op
+    gives it (the float32 loss must not promote the packed bfloat16 sums)."""
+    X, W, Y, b = problem(*BLOCKED, exact=False, bias="row")
+    X, W = X.bfloat16(), W.bfloat16()
+    full = relufrob.grads(X, W, Y, bias=b)
+    for parallel in ("rows", "cols"):
+        s = my_slice(X.shape[0] if parallel == "rows" else W.shape[1], ctx, "uneven")
+        mine = shard_inputs(X, W, Y, b, parallel, s)
+        got = rd.grads(*mine[:3], bias=mine[3], parallel=parallel)
+        for name in got._fields:
+            assert getattr(got, name).dtype == getattr(full, name).dtype, (parallel, name)
+        # The summed outputs are the whole problem's, to bfloat16's tolerance.
+        summed = ("loss", "dW", "db") if parallel == "rows" else ("loss", "dX")
+        for name in summed:
+            e = getattr(full, name)
+            rtol, atol = parity_tolerance(name, e, (X.shape[0], *W.shape), dtype=torch.bfloat16)
+            torch.testing.assert_close(getattr(got, name), e, rtol=rtol, atol=atol)
+
+
+@case
 def still_works_after_errors(ctx):
     """After the error cases the group is intact: a normal call succeeds."""
     run_sharded_grads(ctx, DIRECT, "rows", exact=True, split="uneven", bias="row")

@@ -201,3 +201,23 @@ def test_compiled_autocast_matches_eager():
 
 def _act(kw):
     return {"activation": kw["activation"]}
+
+
+def test_double_backward_in_mixed_precision():
+    # create_graph=True rebuilds the gradients from differentiable ops; with
+    # a bfloat16 X and W and a float32 Y they must mix dtypes as autograd does.
+    X, W, Y = make_inputs(30, 6, 5)
+    Xb = X.bfloat16()
+
+    def second(loss_fn):
+        w = W.bfloat16().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_fn(Xb, w, Y), w, create_graph=True)
+        (gg,) = torch.autograd.grad((g.float() ** 2).sum(), w)
+        return g.detach(), gg
+
+    (g1, gg1), (g2, gg2) = second(relufrob.loss), second(lambda x, w, y: reference.loss(x, w, y))
+    assert g1.dtype == gg1.dtype == torch.bfloat16
+    mkn = (30, 6, 5)
+    for name, a, e in (("dW", g1, g2), ("dW", gg1, gg2)):
+        rtol, atol = parity_tolerance(name, e, mkn)
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol)

@@ -311,3 +311,67 @@ def test_plain_autograd_over_a_transform_is_exact():
     (func.grad(ours)(w1) ** 2).sum().backward()
     (func.grad(ref)(w2) ** 2).sum().backward()
     torch.testing.assert_close(w1.grad, w2.grad)
+
+
+def test_reverse_over_reverse_is_differentiated():
+    # jacrev of jacrev and grad of vjp: the inner level has exited when its
+    # backward runs, and the outer one differentiates it.
+    X, W, Y, kw = problem(bias="row")
+    ours, ref = both(X, Y, kw)
+    torch.testing.assert_close(func.jacrev(func.jacrev(ours))(W), func.jacrev(func.jacrev(ref))(W))
+    one = torch.tensor(1.0, dtype=torch.float64)
+
+    def through_vjp(f):
+        return lambda w: (func.vjp(f, w)[1](one)[0] ** 2).sum()
+
+    torch.testing.assert_close(func.grad(through_vjp(ours))(W), func.grad(through_vjp(ref))(W))
+    assert func.grad(through_vjp(ours))(W).abs().sum() > 0
+
+
+def test_higher_derivatives_in_mixed_precision():
+    X, W, Y = make_inputs(12, 5, 4)
+    Xb, Wb = X.bfloat16(), W.bfloat16()
+
+    def ours(w):
+        return relufrob.loss(Xb, w, Y)
+
+    def ref(w):
+        return reference.loss(Xb, w, Y)
+
+    got = func.jacrev(func.grad(ours))(Wb)
+    expected = func.jacrev(func.grad(ref))(Wb)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got, expected)
+    w1, w2 = Wb.clone().requires_grad_(True), Wb.clone().requires_grad_(True)
+    (func.grad(ours)(w1).float() ** 2).sum().backward()
+    (func.grad(ref)(w2).float() ** 2).sum().backward()
+    torch.testing.assert_close(w1.grad, w2.grad)
+
+
+def test_vmap_low_precision_mean_loss_is_the_op_loss():
+    # The per-problem loss is taken from the residuals, not from the scaled
+    # dY: a float16 mean whose squares overflow, or whose dY underflows.
+    X = torch.tensor([[[300.0, 0.0], [0.0, 0.0]]], dtype=torch.float16)
+    W = torch.eye(2, dtype=torch.float16)
+    Y = torch.zeros(1, 2, 2, dtype=torch.float16)
+    with no_fallback():
+        got = func.vmap(lambda x, y: relufrob.loss(x, W, y, reduction="mean"))(X, Y)
+    torch.testing.assert_close(got, relufrob.loss(X[0], W, Y[0], reduction="mean")[None])
+    X, W, Y = make_inputs((2, 512), 8, 64, dtype=torch.float16)
+    with no_fallback():
+        got = func.vmap(lambda x, y: relufrob.grads(x, W, y, reduction="mean").loss)(X, Y)
+    expected = torch.stack([relufrob.grads(X[i], W, Y[i], reduction="mean").loss for i in range(2)])
+    torch.testing.assert_close(got, expected)
+
+
+def test_vmap_of_an_empty_batch():
+    X, W, Y, _ = batch_problem()
+    Wb = torch.randn(B, *W.shape, dtype=W.dtype)
+    one = relufrob.grads(X[0], W, Y[0])
+    for w, w_dim in ((W, None), (Wb[:0], 0)):
+        with no_fallback():
+            got = func.vmap(lambda x, w, y: tuple(relufrob.grads(x, w, y)), in_dims=(0, w_dim, 0))(
+                X[:0], w, Y[:0]
+            )
+        for g, e in zip(got, one):
+            assert g.shape == (0, *e.shape) and g.dtype == e.dtype

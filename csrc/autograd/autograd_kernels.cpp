@@ -37,8 +37,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> differentiable_grads(
   const int64_t K = W.size(0), N = W.size(1);
   // Not reshape({-1, K}): ambiguous when K or N is 0.
   const int64_t M = leading_rows(X);
-  const at::Tensor dW = X.reshape({M, K}).t().mm(G.reshape({M, N}));
-  const at::Tensor dX = at::matmul(G, W.t());
+  // G in X's dtype for the GEMMs: in mixed precision G is float32 (from a
+  // float32 Y) while X and W are float16/bfloat16, as autograd's matmul
+  // backward receives it.
+  const at::Tensor Gx = G.to(X.scalar_type());
+  const at::Tensor dW = X.reshape({M, K}).t().mm(Gx.reshape({M, N}));
+  const at::Tensor dX = at::matmul(Gx, W.t());
   const at::Tensor dY = Y.defined() ? (-2.0 * scale) * R : at::Tensor();
   at::Tensor db;
   if (bias.defined()) db = bias.dim() == 1 ? G.reshape({M, N}).sum(0) : G;

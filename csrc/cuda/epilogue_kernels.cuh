@@ -52,11 +52,14 @@ enum class BiasMode { kNone, kRow, kFull };
 //   bias  read as kBias says.
 //   g     (nullable) receives G; may alias z, each element is read first.
 //   dy    (nullable) receives dY; may alias z in the same way (when E is T).
+//   g_e   (nullable) receives G in E as well: a full float32 bias's db in
+//         mixed precision, unrounded, as autograd gives it.
 //   partials[blockIdx.x] receives the block's sum of R² (unscaled).
 template <typename T, typename E, typename acc_t, bool kRelu, BiasMode kBias>
 __global__ void __launch_bounds__(kEpilogueThreads)
     epilogue_kernel(const T* z, const E* __restrict__ y, const E* __restrict__ bias, int64_t numel,
-                    int64_t n, acc_t two_scale, T* g, E* dy, acc_t* __restrict__ partials) {
+                    int64_t n, acc_t two_scale, T* g, E* dy, E* __restrict__ g_e,
+                    acc_t* __restrict__ partials) {
   __shared__ acc_t shared[kEpilogueThreads];
   acc_t sum = 0;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -70,6 +73,7 @@ __global__ void __launch_bounds__(kEpilogueThreads)
     sum += e.sq;
     if (g) g[i] = static_cast<T>(e.g);
     if (dy) dy[i] = static_cast<E>(e.dy);
+    if (g_e) g_e[i] = static_cast<E>(e.g);
   }
   const acc_t block_total = block_sum(sum, shared);
   if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
@@ -97,6 +101,7 @@ struct EpilogueIO {
   bool relu = true;
   T* g = nullptr;
   E* dy = nullptr;
+  E* g_e = nullptr;
 };
 
 template <typename T, typename E, typename acc_t, bool kRelu>
@@ -104,7 +109,7 @@ void launch_epilogue_for(const T* z, const EpilogueIO<T, E>& io, int64_t numel, 
                          acc_t two_scale, acc_t* partials, int num_blocks, cudaStream_t stream) {
   const auto launch = [&](auto kernel) {
     kernel<<<num_blocks, kEpilogueThreads, 0, stream>>>(z, io.y, io.bias, numel, n, two_scale, io.g,
-                                                        io.dy, partials);
+                                                        io.dy, io.g_e, partials);
   };
   switch (io.bias_mode) {
     case BiasMode::kNone:

@@ -56,6 +56,10 @@ void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
     io.relu = p.relu;
     io.g = need_g ? z : nullptr;
     io.dy = p.want.dY ? p.dY2.data_ptr<target_t>() : nullptr;
+    // A full float32 bias over a half/bfloat16 G: its db is G in float32,
+    // written by the epilogue before G is rounded for the GEMMs.
+    if (p.want.db && p.bias_kind == BiasKind::kFull && p.mixed())
+      io.g_e = p.db2.data_ptr<target_t>();
     launch_epilogue<scalar_t, target_t, acc_t>(z, io, numel, p.N, static_cast<acc_t>(2.0 * p.scale),
                                                partials.data_ptr<acc_t>(), num_blocks, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -79,6 +83,9 @@ void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
     at::Tensor dW = p.dW;
     at::mm_out(dW, p.X.t(), G);
   }
+  // An (N,) bias's db sums G as the GEMMs take it: in mixed precision that
+  // G is rounded to half/bfloat16 (the CPU kernels sum the float32 G; the
+  // two differ by about one rounding of the low precision).
   if (p.want.db && p.bias_kind == BiasKind::kRow) {
     at::Tensor workspace =
         at::empty({bias_grad_workspace(p.M, p.N)}, p.X.options().dtype(acc_dtype));
@@ -87,8 +94,6 @@ void run_typed(const GradsPlan& p, at::Tensor buffer, cudaStream_t stream) {
                                       stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  // A full float32 bias over a half/bfloat16 G: its db is G, widened.
-  if (p.want.db && p.bias_kind == BiasKind::kFull && p.mixed()) p.db2.copy_(G);
 }
 
 void run_cuda(GradsPlan& p) {
