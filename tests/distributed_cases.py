@@ -454,7 +454,7 @@ def errors_target_dtype(ctx):
             ValueError,
             "Y's and bias's dtype",
             "same on every rank",
-            fn=lambda: rd.grads(Xl, Wl, Yr, parallel=parallel),
+            fn=lambda parallel=parallel: rd.grads(Xl, Wl, Yr, parallel=parallel),
         )
 
 
