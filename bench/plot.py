@@ -14,7 +14,10 @@ def write_plot(path: str, meta: dict, records: list[dict]) -> None:
     xs = [r["M"] * r["K"] * r["N"] for r in records]
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
     omitted = False
-    for key, label in IMPLS.items():
+    # One colour per implementation: the default cycle has 10 for 12 of them.
+    colours = plt.get_cmap("tab20").colors
+    for i, (key, label) in enumerate(IMPLS.items()):
+        style = {"marker": "o", "label": label, "color": colours[i % len(colours)]}
         t_pts, m_pts = [], []
         for x, r in zip(xs, records):
             fig_k = r["impls"].get(key, {})
@@ -27,9 +30,9 @@ def write_plot(path: str, meta: dict, records: list[dict]) -> None:
                 else:
                     omitted = True
         if t_pts:
-            ax_t.plot(*zip(*t_pts), marker="o", label=label)
+            ax_t.plot(*zip(*t_pts), **style)
         if m_pts:
-            ax_m.plot(*zip(*m_pts), marker="o", label=label)
+            ax_m.plot(*zip(*m_pts), **style)
     for ax in (ax_t, ax_m):
         ax.set_xscale("log")
         ax.set_yscale("log")
