@@ -29,8 +29,8 @@ struct AutocastArgs {
 // The target's dtype is the promotion of the autocast dtype with Y's and
 // bias's, as the reference's subtraction and addition promote. A float64
 // target has no mixed kernel, and is left for the op to refuse by name.
-at::ScalarType target_dtype(at::ScalarType gemm_dtype, const OptionalTensor& Y,
-                            const OptionalTensor& bias) {
+at::ScalarType promoted_target_dtype(at::ScalarType gemm_dtype, const OptionalTensor& Y,
+                                     const OptionalTensor& bias) {
   at::ScalarType dt = gemm_dtype;
   for (const auto* t : {&Y, &bias}) {
     if (t->has_value() && (*t)->defined() && (*t)->is_floating_point())
@@ -54,7 +54,7 @@ AutocastArgs cast_args(const at::Tensor& X, const at::Tensor& W, const OptionalT
   a.X = at::autocast::cached_cast(gemm_dtype, X, kDevice);
   a.W = at::autocast::cached_cast(gemm_dtype, W, kDevice);
   // X is float64 (not eligible, so not cast): nothing to mix; the op judges.
-  const at::ScalarType target = target_dtype(a.X.scalar_type(), Y, bias);
+  const at::ScalarType target = promoted_target_dtype(a.X.scalar_type(), Y, bias);
   a.Y = widen(Y, target);
   a.bias = widen(bias, target);
   return a;

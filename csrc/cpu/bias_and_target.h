@@ -65,6 +65,17 @@ class RowBiasGrad {
   ChunkPartials<opmath_t> partials_;
 };
 
+// The bias gradient from rows [r0, r0 + rows) of the problem, whose G is at
+// g (row stride ld_g): summed into the chunk's (N,)-bias partial, or stored
+// as a full bias's db rows. Either pointer may be null.
+template <typename target_t, typename opmath_t>
+RELUFROB_ALWAYS_INLINE void bias_grad_rows(opmath_t* db_partial, target_t* db_full,
+                                           const opmath_t* g, int64_t ld_g, int64_t r0,
+                                           int64_t rows, int64_t n) {
+  if (db_partial) add_rows(db_partial, g, rows, n, ld_g);
+  if (db_full) store_rows(db_full + r0 * n, n, g, ld_g, rows, n);
+}
+
 // Where a full bias's db rows go (ld N), or null.
 template <typename scalar_t>
 scalar_t* full_bias_grad(const GradsPlan& p) {

@@ -124,10 +124,8 @@ double blocked_chunk(const GradsPlan& p, const BlockGemm<opmath_t>& gemm,
 
     const opmath_t* g = z.get();
     if (db_partial || db_full) {
-      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-        if (db_partial) add_rows(db_partial, g, rows, N, N);
-        if (db_full) store_rows(db_full + r0 * N, N, g, N, rows, N);
-      });
+      run_with_isa<Isa>(
+          [&]() RELUFROB_INLINE_LAMBDA { bias_grad_rows(db_partial, db_full, g, N, r0, rows, N); });
     }
     if (dX) {
       if constexpr (kNative) {
@@ -187,8 +185,7 @@ double blocked_chunk_native_lowp(const GradsPlan& p,
 
     if (db_partial || db_full) {
       run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-        if (db_partial) add_rows(db_partial, z.get(), rows, N, N);
-        if (db_full) store_rows(db_full + r0 * N, N, z.get(), N, rows, N);
+        bias_grad_rows(db_partial, db_full, z.get(), N, r0, rows, N);
       });
     }
     if (dX) {

@@ -234,8 +234,7 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
     for (int64_t r = 0; r < rows; ++r) loss += epilogue_row(ep, r0 + r, z.data() + r * Np);
     if (!ep.write_g) continue;
     std::fill(z.begin() + rows * Np, z.end(), opmath_t(0));
-    if (db_partial) add_rows(db_partial, z.data(), rows, N, Np);
-    if (db_full) store_rows(db_full + r0 * N, N, z.data(), Np, rows, N);
+    bias_grad_rows(db_partial, db_full, z.data(), Np, r0, rows, N);
     if (dX) {
       opmath_t* out = dx.data();
       int64_t ld_out = Kp;

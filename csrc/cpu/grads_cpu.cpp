@@ -1,16 +1,13 @@
 // CPU implementation of relufrob::grads: picks the direct loops for small
 // problems and the row-blocked GEMM pipeline otherwise, each compiled for the
 // active ISA (cpu_isa.h).
+#include "../common/dtype_dispatch.h"
 #include "../common/grads_op.h"
 #include "blocked_kernel.h"
 #include "cpu_isa.h"
 #include "direct_kernel.h"
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <torch/library.h>
-
-#include <type_traits>
 
 namespace relufrob::cpu {
 namespace {
@@ -48,14 +45,9 @@ void run_cpu(GradsPlan& p) {
     if (p.want.db) p.db.zero_();
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cpu", [&] {
-        // Only a float16/bfloat16 X has a mixed variant (a float32 target).
-        if constexpr (!std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
-          if (p.mixed()) return run_typed<scalar_t, float>(p);
-        }
-        run_typed<scalar_t, scalar_t>(p);
-      });
+  dispatch_dtypes(p, [&](auto x_dtype, auto target_dtype) {
+    run_typed<typename decltype(x_dtype)::type, typename decltype(target_dtype)::type>(p);
+  });
 }
 
 }  // namespace

@@ -4,19 +4,17 @@
 // one-block reduction writes the loss, and an (N,) bias's db is a two-stage
 // column sum (bias_grad_kernels.cuh). No host synchronisation anywhere, so
 // the call can be captured in a CUDA graph.
+#include "../common/dtype_dispatch.h"
 #include "../common/grads_op.h"
 #include "bias_grad_kernels.cuh"
 #include "epilogue_kernels.cuh"
 
 #include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
-
-#include <type_traits>
 
 namespace relufrob::cuda {
 namespace {
@@ -111,13 +109,10 @@ void run_cuda(GradsPlan& p) {
   } else {
     buffer = at::empty({p.M, p.N}, p.X.options());
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, p.X.scalar_type(), "relufrob_grads_cuda", [&] {
-        if constexpr (!std::is_same_v<scalar_t, at::opmath_type<scalar_t>>) {
-          if (p.mixed()) return run_typed<scalar_t, float>(p, buffer, stream);
-        }
-        run_typed<scalar_t, scalar_t>(p, buffer, stream);
-      });
+  dispatch_dtypes(p, [&](auto x_dtype, auto target_dtype) {
+    run_typed<typename decltype(x_dtype)::type, typename decltype(target_dtype)::type>(p, buffer,
+                                                                                       stream);
+  });
 }
 
 }  // namespace
