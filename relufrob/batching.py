@@ -160,7 +160,8 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
     return (loss, dW, dX, dY, db), dims_out
 
 
-def _options(activation, reduction, scale):
+def op_options(activation, reduction, scale):
+    """The op's non-tensor arguments, as batched_grads takes them."""
     return {"activation": activation, "reduction": reduction, "scale": scale}
 
 
@@ -187,7 +188,7 @@ def _grads_rule(
         W,
         Y,
         bias,
-        _options(activation, reduction, scale),
+        op_options(activation, reduction, scale),
         (need_dW, need_dX, need_dY, need_db),
     )
 
@@ -200,7 +201,7 @@ def _loss_rule(info, in_dims, X, W, Y, bias=None, *, activation="relu", reductio
         W,
         Y,
         bias,
-        _options(activation, reduction, scale),
+        op_options(activation, reduction, scale),
         (False, False, False, False),
     )
     return loss, dims[0]

@@ -34,7 +34,7 @@ from ._shard_agreement import agree_on_shards
 from ._sharded_compute import compute_and_reduce, require_process_group, sum_scale
 from ._sharded_loss import LossPlan, ShardedLoss
 from .dtensor_rules import register_dtensor_sharding
-from .ops import Grads, GradsWithBias, _need_flags
+from .ops import Grads, GradsWithBias, _need_flags, named_grads
 
 __all__ = ["grads", "loss", "register_dtensor_sharding", "Grads", "GradsWithBias"]
 
@@ -107,10 +107,7 @@ def grads(
         scale=sum_scale(reduction, agreement),
         need=need,
     )
-    dW, dX, dY, db = (g if wanted else None for g, wanted in zip((dW, dX, dY, db), need))
-    if bias is None:
-        return Grads(f, dW, dX, dY)
-    return GradsWithBias(f, dW, dX, dY, db)
+    return named_grads(f, (dW, dX, dY, db), need, bias is not None)
 
 
 def loss(

@@ -116,7 +116,7 @@ class FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, X, W, Y, bias, activation, reduction):
-        options = {"activation": activation, "reduction": reduction, "scale": 1.0}
+        options = batching.op_options(activation, reduction, 1.0)
         need = (True, True, True, True)
         return batching.batched_grads(
             info.batch_size, in_dims[:4], X, W, Y, bias, options, need, want_g=True

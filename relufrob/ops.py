@@ -140,10 +140,16 @@ def grads(
     except (TypeError, NotImplementedError, RuntimeError):
         explain_failure(X, W, Y, reduction, bias, activation)
         raise
-    dW, dX, dY, db = (g if wanted else None for g, wanted in zip((dW, dX, dY, db), need))
-    if bias is None:
-        return Grads(f, dW, dX, dY)
-    return GradsWithBias(f, dW, dX, dY, db)
+    return named_grads(f, (dW, dX, dY, db), need, bias is not None)
+
+
+def named_grads(f, grads, need, has_bias: bool) -> Union[Grads, GradsWithBias]:
+    """The op's (dW, dX, dY, db) as the Grads or GradsWithBias users get,
+    the gradients not in ``need`` (placeholders) as None."""
+    dW, dX, dY, db = (g if wanted else None for g, wanted in zip(grads, need))
+    if has_bias:
+        return GradsWithBias(f, dW, dX, dY, db)
+    return Grads(f, dW, dX, dY)
 
 
 def loss(
