@@ -35,7 +35,7 @@ SAN_TESTS = $(wildcard tests/test_parity_*.py) tests/test_errors.py tests/test_p
 
 sanitize: $(DEPS)
 	RELUFROB_SANITIZE=1 RELUFROB_CPU_ONLY=1 $(PY) setup.py -q build_ext -t $(SAN_DIR)/temp -b $(SAN_DIR)/lib
-	cp relufrob/*.py $(SAN_DIR)/lib/relufrob/
+	tar -C relufrob --exclude='*.so' --exclude=__pycache__ -cf - . | tar -C $(SAN_DIR)/lib/relufrob -xf -
 	cd $(SAN_DIR) && LD_PRELOAD="$(SAN_LIBS)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  PYTHONPATH=$(CURDIR)/$(SAN_DIR)/lib $(CURDIR)/$(VENV)/bin/pytest -q -p no:cacheprovider \

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import sysconfig
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCHS = "8.0;9.0+PTX"
@@ -181,7 +181,7 @@ setup(
     name="relufrob",
     version=read_version(),
     description="Fused loss and gradients of ||relu(XW) - Y||_F^2 for PyTorch",
-    packages=["relufrob"],
+    packages=find_packages(include=["relufrob", "relufrob.*"]),
     ext_modules=[make_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",

@@ -5,7 +5,7 @@
   relufrob +bias   relufrob.grads(X, W, Y, bias=b) with an (N,) bias, as
                    nn.Linear's: every gradient and db (checked against
                    autograd on the expression with the same bias)
-  autograd         relufrob.reference.autograd_grads, torch.autograd
+  autograd         relufrob.testing.reference.autograd_grads, torch.autograd
   relufrob autocast bf16   relufrob.grads under torch.autocast(bfloat16) on
                            float32 inputs: bfloat16 GEMMs, float32 loss and dY
   autograd autocast bf16   autograd on the expression under the same autocast
@@ -15,7 +15,7 @@
                            df_i/dW for each row i of X as its own problem,
                            an M×K×N result (sizes up to 1024×256×256 only)
   reference per-sample     the same transforms of the reference expression
-  eager formulas   relufrob.reference.formula_grads, closed form, eager
+  eager formulas   relufrob.testing.reference.formula_grads, closed form, eager
   torch.compile    torch.compile(formula_grads, dynamic=False), per size
   floor: 3 torch.mm          X@W, Xᵀ@G, G@Wᵀ into preallocated outputs, with
                              a preallocated M×N G
@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 
 import relufrob
-from relufrob import reference
+from relufrob.testing import reference
 
 IMPLS: dict[str, str] = {  # key (command line, JSON) -> label (table, plot)
     "relufrob": "relufrob",
@@ -77,7 +77,7 @@ def new_compiled_formulas():
     Dynamo's caches are reset first so that one compiled graph per size never
     runs into the recompile limit however many sizes are benchmarked.
     """
-    torch._dynamo.reset()
+    torch.compiler.reset()
     return torch.compile(reference.formula_grads, dynamic=False)
 
 

@@ -26,7 +26,7 @@ from bench.impls import FLOORS, IMPLS, make_impl
 from bench.report import log
 from bench.sizes import Size, macs, size_str
 from bench.timing import make_sync
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs
 
 MEMORY_MIN_MKN = 1024 * 256 * 256  # smaller sizes are not probed by default
 QUICK_MEMORY_IMPLS = ("relufrob", "autograd")  # --quick probes only these

@@ -94,8 +94,7 @@ from bench.report import (
     write_json,
 )
 from bench.sizes import DEFAULT_SIZES, QUICK_SIZES, Size, gemm_flops, parse_size, size_str
-from relufrob.reference import make_inputs
-from relufrob.validation import FLOAT_DTYPES
+from relufrob.testing import FLOAT_DTYPES, make_inputs
 
 SEED = 0
 QUICK_REPEAT = 5

@@ -14,7 +14,7 @@ import time
 import torch
 
 import relufrob
-from relufrob import reference
+from relufrob.testing import reference
 
 
 def make_problem(M, K, N, seed):

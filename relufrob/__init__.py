@@ -5,20 +5,24 @@ loss, dW, dX, dY = relufrob.grads(X, W, Y)      # plain tensors, no graph
 f = relufrob.loss(X, W, Y)                      # differentiable loss
 loss, dW, dX, dY, db = relufrob.grads(X, W, Y, bias=b)   # with a bias
 relufrob.grads(X, W, None, bias=b, activation=None)       # f = ||X W + b||^2
+
+relufrob.testing holds the pure-PyTorch reference and the parity rule;
+relufrob.distributed (sharded problems) and relufrob.check (the teaching
+exercise) are imported on first use.
 """
+
+import importlib
 
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import (
-    _C,  # noqa: F401  (registers torch.ops.relufrob.*, before the fake kernels)
-    batching,
-    fake_kernels,  # noqa: F401  (shape functions for torch.compile)
+    _library,  # noqa: F401  (loads the ops and registers their rules)
     reference,
+    testing,
 )
+from ._types import Grads, GradsWithBias
 from ._version import __version__
-from .ops import Grads, GradsWithBias, build_info, cpu_kernels, grads, loss
-
-batching.register()  # vmap rules for both ops
+from .ops import build_info, cpu_kernels, grads, loss
 
 __all__ = [
     "Grads",
@@ -26,7 +30,18 @@ __all__ = [
     "grads",
     "loss",
     "reference",
+    "testing",
     "build_info",
     "cpu_kernels",
     "__version__",
 ]
+
+# Not imported by `import relufrob`: torch.distributed and the report code
+# are loaded only by those who use them.
+_LAZY = ("distributed", "check")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'relufrob' has no attribute {name!r}")

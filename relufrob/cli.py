@@ -1,6 +1,6 @@
 """Command-line interface: ``python -m relufrob check`` and ``python -m relufrob info``.
 
-``check`` runs the exercise of relufrob.exercise and prints its report;
+``check`` runs the exercise of relufrob.check and prints its report;
 ``info`` prints what a bug report needs: versions, how the kernels were
 built, and the CPU thread count. :func:`main` takes ``argv`` and returns the
 exit status: 0 when everything matches, 1 when anything does not, 2 (with a
@@ -17,10 +17,10 @@ from typing import Optional
 
 import torch
 
+from ._types import FLOAT_DTYPES
 from ._version import __version__
-from .exercise import EXERCISES, Variant, format_report, report_json, run_check
+from .check import EXERCISES, Variant, format_report, report_json, run_check
 from .ops import build_info, cpu_kernels
-from .validation import FLOAT_DTYPES
 
 PROG = "python -m relufrob"
 

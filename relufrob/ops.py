@@ -7,38 +7,21 @@ that were not asked for into None.
 """
 
 from collections.abc import Iterable
-from typing import NamedTuple, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-from . import func_support
+from . import _compat
 from ._C import _set_grads_types
 from ._C import build_info as _build_info
 from ._C import cpu_kernels as _cpu_kernels
 from ._C import grads_fast as _grads_fast
-from .validation import explain_failure
+from ._library import functorch
+from ._library.checks import explain_failure
+from ._types import Grads, GradsWithBias, make_grads, need_flags
 
 __all__ = ["Grads", "GradsWithBias", "grads", "loss", "build_info", "cpu_kernels"]
-
-
-class Grads(NamedTuple):
-    """The loss and the gradients of the loss with respect to W, X and Y."""
-
-    loss: Tensor
-    dW: Optional[Tensor]
-    dX: Optional[Tensor]
-    dY: Optional[Tensor]
-
-
-class GradsWithBias(NamedTuple):
-    """Grads, plus db: the gradient with respect to the bias, in bias's shape."""
-
-    loss: Tensor
-    dW: Optional[Tensor]
-    dX: Optional[Tensor]
-    dY: Optional[Tensor]
-    db: Optional[Tensor]
 
 
 _grads_op = torch.ops.relufrob.grads.default
@@ -51,36 +34,11 @@ _set_grads_types(Grads, GradsWithBias)
 _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch.overrides.has_torch_function
 _loss_op = torch.ops.relufrob.loss.default
-# Under torch.func transforms the op's C++ autograd cannot run; see func_support.
-_func_transforms_active = func_support.transforms_active
-_func_loss = func_support.loss
-
-_NAMES = ("X", "W", "Y", "b")
-
-
-def _need_flags(wrt, has_y: bool, has_bias: bool) -> tuple[bool, bool, bool, bool]:
-    """(need_dW, need_dX, need_dY, need_db) for a `wrt` selection such as ("W",)."""
-    if wrt is None:
-        return (True, True, has_y, has_bias)
-    if isinstance(wrt, str):
-        wrt = (wrt,)
-    try:
-        names = tuple(wrt)
-    except TypeError:
-        raise TypeError(
-            "relufrob.grads: wrt must be a sequence of input names among "
-            f"'X', 'W', 'Y', 'b', got {type(wrt).__name__}"
-        ) from None
-    unknown = [n for n in names if n not in _NAMES]
-    if unknown:
-        raise ValueError(
-            f"relufrob.grads: wrt must name inputs among 'X', 'W', 'Y', 'b', got {unknown[0]!r}"
-        )
-    if "Y" in names and not has_y:
-        raise ValueError("relufrob.grads: wrt names 'Y', but Y is None (there is no dY)")
-    if "b" in names and not has_bias:
-        raise ValueError("relufrob.grads: wrt names 'b', but bias is None (there is no db)")
-    return ("W" in names, "X" in names, "Y" in names, "b" in names)
+# Under torch.func transforms the op's C++ autograd cannot run; see _library/functorch.py.
+_transforms_active = _compat.transforms_active
+_interpreter_stack = _compat.interpreter_stack
+_func_loss = functorch.loss
+_refuse_differentiated_grads = functorch.refuse_differentiated_grads
 
 
 def grads(
@@ -116,15 +74,18 @@ def grads(
         carry an autograd graph.
     """
     # wrt=None, the default, is left to _grads_fast (every input given).
-    need = None if wrt is None else _need_flags(wrt, Y is not None, bias is not None)
+    need = None if wrt is None else need_flags(wrt, Y is not None, bias is not None)
     try:
         # has_torch_function is also true under any torch function mode.
         if not (_is_compiling() or _has_torch_function((X, W, Y, bias))):
-            out = _grads_fast(X, W, Y, bias, activation, reduction, need)
-            if out is not None:
-                return out
+            if _interpreter_stack() is None:  # no torch.func transform
+                out = _grads_fast(X, W, Y, bias, activation, reduction, need)
+                if out is not None:
+                    return out
+            else:
+                _refuse_differentiated_grads(X, W, Y, bias)
         if need is None:
-            need = _need_flags(None, Y is not None, bias is not None)
+            need = need_flags(None, Y is not None, bias is not None)
         f, dW, dX, dY, db = _grads_op(
             X,
             W,
@@ -140,16 +101,7 @@ def grads(
     except (TypeError, NotImplementedError, RuntimeError):
         explain_failure(X, W, Y, reduction, bias, activation)
         raise
-    return named_grads(f, (dW, dX, dY, db), need, bias is not None)
-
-
-def named_grads(f, grads, need, has_bias: bool) -> Union[Grads, GradsWithBias]:
-    """The op's (dW, dX, dY, db) as the Grads or GradsWithBias users get,
-    the gradients not in ``need`` (placeholders) as None."""
-    dW, dX, dY, db = (g if wanted else None for g, wanted in zip(grads, need))
-    if has_bias:
-        return GradsWithBias(f, dW, dX, dY, db)
-    return Grads(f, dW, dX, dY)
+    return make_grads(f, (dW, dX, dY, db), need, bias is not None)
 
 
 def loss(
@@ -170,7 +122,7 @@ def loss(
     does for saved tensors. Arguments are as for :func:`grads`.
     """
     try:
-        if _func_transforms_active():
+        if _transforms_active():
             return _func_loss(X, W, Y, bias, activation, reduction)
         return _loss_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
     except (TypeError, NotImplementedError, RuntimeError):

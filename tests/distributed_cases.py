@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 import relufrob
 import relufrob.distributed as rd
-from relufrob.tolerance import parity_tolerance
+from relufrob.testing.tolerance import parity_tolerance
 
 CASES: dict[str, Callable] = {}
 
@@ -92,7 +92,7 @@ def check(name: str, got, expected, exact: bool, mkn=None) -> None:
     single-process kernel accumulates all of them in its own block order:
     the same sum in another order, off by about eps * sqrt(L) * max|entry|
     (measured 1.2e-3 on dW at 600x300x200, over the default atol 1e-5).
-    relufrob.tolerance.parity_tolerance is that allowance, given the GLOBAL
+    relufrob.testing.tolerance.parity_tolerance is that allowance, given the GLOBAL
     problem's (M, K, N) (`mkn`); it leaves the loss at the defaults.
     """
     if expected is None:

@@ -6,7 +6,7 @@
   reference on the same inputs and compares them;
 * ``strided(kind, shape, ...)`` draws a tensor with a given memory layout.
 
-Inputs in the usual layout come from relufrob.reference.make_inputs.
+Inputs in the usual layout come from relufrob.testing.reference.make_inputs.
 """
 
 import math
@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
-from relufrob.tolerance import parity_tolerance
+from relufrob.testing import make_inputs, reference
+from relufrob.testing.tolerance import parity_tolerance
 
 REPO = Path(__file__).resolve().parents[1]
 REDUCTIONS = ("sum", "mean")
@@ -51,7 +50,7 @@ def assert_grads_match(
     Fields that are None in `expected` must be None in `got`; `fields` (default:
     all of them) selects which are compared. `mkn`=(M, K, N)
     enables the documented allowance for long sums in float32/float64
-    (relufrob.tolerance.parity_tolerance; it leaves the loss at the defaults).
+    (relufrob.testing.tolerance.parity_tolerance; it leaves the loss at the defaults).
     """
     assert type(got) is type(expected), f"expected {type(expected).__name__}, got {type(got)}"
     for name in fields or expected._fields:

@@ -4,7 +4,7 @@ Under autocast the reference's matmul runs in the autocast dtype and the
 residual and the loss are promoted to float32 by a float32 Y; relufrob must
 give the same results in the same dtypes: every gradient in its input's
 dtype. The tolerance is the parity rule of the autocast dtype
-(relufrob.tolerance.parity_tolerance with ``dtype=``): both sides round the
+(relufrob.testing.tolerance.parity_tolerance with ``dtype=``): both sides round the
 GEMM operands to it identically, and then differ by where they round.
 """
 
@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
-from relufrob.tolerance import parity_tolerance
+from relufrob.testing import make_inputs, reference
+from relufrob.testing.tolerance import parity_tolerance
 
 from helpers import problem_size
 

@@ -10,8 +10,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs, reference
 
 from helpers import RecordTorchFunctions
 
@@ -185,9 +184,9 @@ def test_grads_op_outputs_carry_no_graph():
 
 @pytest.fixture
 def fresh_dynamo():
-    torch._dynamo.reset()
+    torch.compiler.reset()
     yield
-    torch._dynamo.reset()
+    torch.compiler.reset()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import relufrob
+from relufrob import _compat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_HOME = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
@@ -27,10 +28,10 @@ def test_build_info_fields():
 
 def test_every_op_has_a_cpu_path_and_a_fake_kernel():
     for op in ("relufrob::grads", "relufrob::loss"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(
-            op, "CPU"
-        ) or torch._C._dispatch_has_kernel_for_dispatch_key(op, "CompositeExplicitAutograd")
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "Meta")
+        assert _compat.dispatch_has_kernel(op, "CPU") or _compat.dispatch_has_kernel(
+            op, "CompositeExplicitAutograd"
+        )
+        assert _compat.dispatch_has_kernel(op, "Meta")
 
 
 @pytest.mark.skipif(os.environ.get("RELUFROB_CPU_ONLY") == "1", reason="CPU-only build requested")
@@ -41,7 +42,7 @@ def test_cuda_kernels_are_compiled_where_cuda_is_available():
     # setup.py builds CUDA automatically when torch is a CUDA build and nvcc is
     # found, so a CUDA compile error fails CI here even without a GPU.
     assert relufrob.build_info()["cuda"]
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("relufrob::grads", "CUDA")
+    assert _compat.dispatch_has_kernel("relufrob::grads", "CUDA")
 
 
 @pytest.mark.skipif(NVCC is None, reason="needs nvcc")

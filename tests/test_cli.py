@@ -4,7 +4,7 @@ What a user relies on: the exit status (0 all match, 1 a mismatch, 2 bad
 arguments), the printed sections and verdicts, and the JSON document's shape.
 A few runs go through a subprocess, as typed at a shell; the rest call
 relufrob.cli.main(argv) and read its output. How strict the verdicts are is
-relufrob.tolerance's business, tested in test_tolerance.py.
+relufrob.testing.tolerance's business, tested in test_tolerance.py.
 """
 
 import itertools
@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import cli, exercise, reference
-from relufrob.reference import make_inputs
-from relufrob.tolerance import parity_tolerance
+from relufrob import cli
+from relufrob.check import exercise
+from relufrob.testing import make_inputs, reference
+from relufrob.testing.tolerance import parity_tolerance
 
 from helpers import run_python
 

@@ -6,7 +6,7 @@ import threading
 import torch
 
 import relufrob
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs
 
 from helpers import assert_bitwise_equal
 

@@ -14,8 +14,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import relufrob
-from relufrob.reference import make_inputs
-from relufrob.validation import explain_failure
+from relufrob._library.checks import explain_failure
+from relufrob.testing import make_inputs
 
 
 def _ok(M=6, K=4, N=3, dtype=torch.float32, device="cpu"):
@@ -310,7 +310,7 @@ def test_empty_problem_with_huge_leading_dims_returns_at_once():
 
 
 # --------------------------------------------------------------------------
-# The Python copies of the checks (relufrob.validation: fake kernels and
+# The Python copies of the checks (relufrob._library.checks: fake kernels and
 # explanations of refused calls) word every error exactly as C++ does
 # --------------------------------------------------------------------------
 

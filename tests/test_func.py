@@ -10,8 +10,8 @@ import torch
 from torch import func
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob._library import functorch as functorch_rules
+from relufrob.testing import make_inputs, reference
 
 from helpers import RecordTorchFunctions
 
@@ -112,9 +112,9 @@ def test_forward_mode_says_what_to_use():
 
 @pytest.fixture
 def fresh_dynamo():
-    torch._dynamo.reset()
+    torch.compiler.reset()
     yield
-    torch._dynamo.reset()
+    torch.compiler.reset()
 
 
 def test_compiled_grad_transform_is_not_zero(fresh_dynamo):
@@ -279,9 +279,11 @@ def test_per_sample_gradients_use_the_fused_gradients(monkeypatch):
     # A single grad under vmap: nothing differentiates the backward, so it
     # scales the forward's fused gradients instead of recomputing them.
     calls = []
-    original = reference.formula_grads
+    original = functorch_rules.differentiable_terms
     monkeypatch.setattr(
-        reference, "formula_grads", lambda *a, **k: calls.append(1) or original(*a, **k)
+        functorch_rules,
+        "differentiable_terms",
+        lambda *a, **k: calls.append(1) or original(*a, **k),
     )
     X, W, Y, b = batch_problem(M=1, bias="row")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs
 
 from helpers import PARITY_DTYPES, REDUCTIONS, assert_matches_autograd
 

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs, reference
 
 from helpers import (
     PARITY_DTYPES,
@@ -159,7 +158,7 @@ def test_low_precision_against_autograd(MKN, bias, activation, dtype):
     # a bias that nearly cancels XW flips the ReLU mask in both or in neither
     # (judged against a float64 truth, such flips were off by whole terms).
     # The remaining differences are autograd's extra roundings (of Z + b, R
-    # and G), which the low-precision tolerance of relufrob.tolerance allows.
+    # and G), which the low-precision tolerance of relufrob.testing.tolerance allows.
     X, W, Y, b = general_inputs(*MKN, bias, True, dtype)
     got = relufrob.grads(X, W, Y, bias=b, activation=activation)
     expected = reference.autograd_grads(X, W, Y, bias=b, activation=activation)
@@ -170,7 +169,7 @@ def test_low_precision_against_autograd(MKN, bias, activation, dtype):
 
 
 def assert_grads_match_one(name, got, expected, mkn):
-    from relufrob.tolerance import parity_tolerance
+    from relufrob.testing.tolerance import parity_tolerance
 
     rtol, atol = parity_tolerance(name, expected, mkn)
     torch.testing.assert_close(got, expected, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs, reference
 
 # relufrob's max abs error (vs float64 autograd) in each output may be at most
 # LOWP_FACTOR times the error of autograd run in the same low precision, plus

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs, reference
 
 from helpers import REDUCTIONS, assert_bitwise_equal, assert_grads_match, storage_ptr, strided
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs, reference
 
 from helpers import REDUCTIONS, assert_grads_match, nonfinite_case
 

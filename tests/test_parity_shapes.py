@@ -1,6 +1,6 @@
 """Parity with autograd: the classic example, problem shapes, leading dimensions, 1-D inputs.
 
-Ground truth in every test_parity_*.py file is relufrob.reference.autograd_grads,
+Ground truth in every test_parity_*.py file is relufrob.testing.reference.autograd_grads,
 i.e. autograd on f = (relu(X @ W) - Y).pow(2).sum() (or .mean()).
 """
 
@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs, reference
 
 from helpers import PARITY_DTYPES, REDUCTIONS, assert_grads_match, assert_matches_autograd
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import relufrob
-from relufrob import reference
+from relufrob.testing import reference
 
 from helpers import assert_grads_match, problem_size, strided
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import relufrob
-from relufrob.reference import make_inputs
+from relufrob.testing import make_inputs
 
 
 class Fit(torch.nn.Module):

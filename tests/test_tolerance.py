@@ -1,4 +1,5 @@
-"""relufrob.tolerance: the one relufrob-vs-autograd parity rule, and the verdict built on it.
+"""relufrob.testing.tolerance: the one relufrob-vs-autograd parity rule, and the
+verdict built on it.
 
 The first half checks the rule's formula; the second that it passes relufrob
 where `python -m relufrob check` runs it, yet still fails the bugs a
@@ -11,10 +12,8 @@ import pytest
 import torch
 
 import relufrob
-from relufrob import reference
-from relufrob.reference import make_inputs
-from relufrob.tolerance import ASSERT_CLOSE_DEFAULTS, compare, parity_tolerance
-from relufrob.validation import FLOAT_DTYPES
+from relufrob.testing import FLOAT_DTYPES, make_inputs, reference
+from relufrob.testing.tolerance import ASSERT_CLOSE_DEFAULTS, compare, parity_tolerance
 
 from helpers import FIELDS, problem_size
 

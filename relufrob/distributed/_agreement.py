@@ -1,7 +1,7 @@
 """The shape agreement of relufrob.distributed: one small all_gather, then
 every rank raises together or none does.
 
-Each rank checks its own arguments (relufrob.validation, the C++ checks in
+Each rank checks its own arguments (relufrob._library.checks, the C++ checks in
 Python) and packs what the other ranks must agree with -- its mode, its
 reduction, which gradients it computes, its dtype and its shard shapes --
 into a fixed-length int64 vector. One all_gather gives every rank all the
@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .validation import FLOAT_DTYPES, check_args, explain_failure, target_dtype
+from .._library.checks import check_args, explain_failure, target_dtype
+from .._types import FLOAT_DTYPES
 
 __all__ = ["MODES", "Agreement", "agree_on_shards"]
 

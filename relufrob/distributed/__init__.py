@@ -21,7 +21,7 @@ summed output. :func:`loss` in cols mode all-reduces only the loss in its
 forward, and dX once in its backward.
 
 ``register_dtensor_sharding()`` (run on import) teaches DTensor the same two
-splits; see relufrob.dtensor_rules.
+splits; see relufrob.distributed.dtensor.
 """
 
 from collections.abc import Iterable
@@ -30,11 +30,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-from ._shard_agreement import agree_on_shards
-from ._sharded_compute import compute_and_reduce, require_process_group, sum_scale
-from ._sharded_loss import LossPlan, ShardedLoss
-from .dtensor_rules import register_dtensor_sharding
-from .ops import Grads, GradsWithBias, _need_flags, named_grads
+from .._types import Grads, GradsWithBias, make_grads, need_flags
+from ._agreement import agree_on_shards
+from ._autograd import LossPlan, ShardedLoss
+from ._compute import compute_and_reduce, require_process_group, sum_scale
+from .dtensor import register_dtensor_sharding
 
 __all__ = ["grads", "loss", "register_dtensor_sharding", "Grads", "GradsWithBias"]
 
@@ -94,7 +94,7 @@ def grads(
         bias,
         reduction,
         activation,
-        lambda: _need_flags(wrt, Y is not None, bias is not None),
+        lambda: need_flags(wrt, Y is not None, bias is not None),
     )
     f, dW, dX, dY, db = compute_and_reduce(
         X,
@@ -107,7 +107,7 @@ def grads(
         scale=sum_scale(reduction, agreement),
         need=need,
     )
-    return named_grads(f, (dW, dX, dY, db), need, bias is not None)
+    return make_grads(f, (dW, dX, dY, db), need, bias is not None)
 
 
 def loss(

@@ -3,7 +3,7 @@
 Used by ``python -m relufrob check`` and by the test suite, so that both judge
 relufrob by the same standard::
 
-    from relufrob.tolerance import parity_tolerance
+    from relufrob.testing import parity_tolerance
     rtol, atol = parity_tolerance("dW", expected.dW, (M, K, N))
     torch.testing.assert_close(got.dW, expected.dW, rtol=rtol, atol=atol)
 
@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["parity_tolerance", "compare", "Comparison", "ASSERT_CLOSE_DEFAULTS"]
+__all__ = ["parity_tolerance", "compare", "Comparison", "ASSERT_CLOSE_DEFAULTS", "dtype_name"]
 
 # (rtol, atol): torch.testing.assert_close's defaults for each dtype.
 ASSERT_CLOSE_DEFAULTS = {
@@ -186,7 +186,8 @@ class Comparison:
     note: str = ""
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32."""
     return str(dtype).replace("torch.", "")
 
 
@@ -210,7 +211,7 @@ def compare(
         return Comparison(nan, nan, False, f"shape {list(actual.shape)} != {list(expected.shape)}")
     notes = []
     if actual.dtype != expected.dtype:
-        notes.append(f"dtype {_dtype_name(actual.dtype)} != {_dtype_name(expected.dtype)}")
+        notes.append(f"dtype {dtype_name(actual.dtype)} != {dtype_name(expected.dtype)}")
     if actual.device != expected.device:
         notes.append(f"device {actual.device} != {expected.device}")
     if actual.numel() == 0:

@@ -19,9 +19,9 @@ import math
 
 import torch
 
-from .validation import target_dtype
+from .checks import target_dtype
 
-__all__ = ["batched_grads", "register"]
+__all__ = ["batched_grads", "op_options", "register"]
 
 _grads_op = torch.ops.relufrob.grads.default
 
@@ -165,7 +165,7 @@ def op_options(activation, reduction, scale):
     return {"activation": activation, "reduction": reduction, "scale": scale}
 
 
-def _grads_rule(
+def _vmap_grads_rule(
     info,
     in_dims,
     X,
@@ -193,7 +193,9 @@ def _grads_rule(
     )
 
 
-def _loss_rule(info, in_dims, X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
+def _vmap_loss_rule(
+    info, in_dims, X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0
+):
     (loss, *_), dims = batched_grads(
         info.batch_size,
         in_dims,
@@ -209,5 +211,5 @@ def _loss_rule(info, in_dims, X, W, Y, bias=None, *, activation="relu", reductio
 
 def register() -> None:
     """The vmap rules of relufrob::grads and relufrob::loss (done on import)."""
-    torch.library.register_vmap("relufrob::grads", _grads_rule)
-    torch.library.register_vmap("relufrob::loss", _loss_rule)
+    torch.library.register_vmap("relufrob::grads", _vmap_grads_rule)
+    torch.library.register_vmap("relufrob::loss", _vmap_loss_rule)

@@ -27,9 +27,10 @@ input requiring grad) relufrob::loss is dispatched on its own, hence its rule.
 """
 
 import torch
-from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
-from torch.distributed.tensor._op_schema import RuntimeSchemaInfo
+from torch.distributed.tensor import Partial, Replicate, Shard
 from torch.distributed.tensor.experimental import register_sharding
+
+from .. import _compat
 
 __all__ = ["register_dtensor_sharding"]
 
@@ -65,7 +66,7 @@ def _sharded_rules(X, W, Y, bias):
     return rules
 
 
-def _grads_rule(
+def _sharding_grads_rule(
     X,
     W,
     Y,
@@ -89,8 +90,11 @@ def _grads_rule(
     return rules
 
 
-def _loss_rule(X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
-    return [(outs[:1], ins) for outs, ins in _grads_rule(X, W, Y, bias=bias, reduction=reduction)]
+def _sharding_loss_rule(X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
+    return [
+        (outs[:1], ins)
+        for outs, ins in _sharding_grads_rule(X, W, Y, bias=bias, reduction=reduction)
+    ]
 
 
 def register_dtensor_sharding() -> None:
@@ -98,18 +102,15 @@ def register_dtensor_sharding() -> None:
     global _registered
     if _registered:
         return
-    register_sharding(_GRADS)(_grads_rule)
-    register_sharding(_LOSS)(_loss_rule)
+    register_sharding(_GRADS)(_sharding_grads_rule)
+    register_sharding(_LOSS)(_sharding_loss_rule)
     # register_sharding caches a propagation by the inputs' specs and its
     # int arguments only; these ops' str and bool arguments change the rule
     # or the outputs' shapes, and without them in the key a call with
     # need_dW=False reuses the placements (and shapes) of an earlier call
     # with need_dW=True. The same RuntimeSchemaInfo register_sharding sets,
     # plus those keys.
-    propagator = DTensor._op_dispatcher.sharding_propagator
     for op in (_GRADS, _LOSS):
-        keys = [a.name for a in op._schema.arguments if a.name in _STATIC_KWARGS]
-        propagator.op_to_schema_info[op] = RuntimeSchemaInfo(
-            static_kwargkey=keys, needs_pytree=True
-        )
+        keys = [a for a in _compat.op_argument_names(op) if a in _STATIC_KWARGS]
+        _compat.dtensor_cache_by_arguments(op, keys)
     _registered = True

@@ -11,8 +11,10 @@ tests/test_errors.py holds them against each other.
 import torch
 from torch import Tensor
 
+from .. import _compat
+from .._types import FLOAT_DTYPES
+
 __all__ = [
-    "FLOAT_DTYPES",
     "check_activation",
     "check_args",
     "check_reduction",
@@ -20,13 +22,6 @@ __all__ = [
     "target_dtype",
 ]
 
-# The dtypes relufrob accepts, by the names the command lines use.
-FLOAT_DTYPES = {
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-    "float64": torch.float64,
-}
 _FLOAT_NAMES = ", ".join(list(FLOAT_DTYPES)[:-1]) + " or " + list(FLOAT_DTYPES)[-1]
 
 
@@ -117,7 +112,7 @@ def check_reduction(reduction) -> None:
 def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
     """Raise as C++ does for tensors it would refuse; in the same order.
 
-    Shape conditions go through torch._check_value, so that under symbolic
+    Shape conditions go through torch._check_value (_compat.check_value), so that under symbolic
     shapes they become runtime asserts instead of specialising the trace.
     Y and bias may be None.
     """
@@ -132,7 +127,7 @@ def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
     if W.dim() != 2:
         raise ValueError(f"relufrob: W must be 2-D (K, N), got shape {list(W.shape)}")
     K, N = X.shape[-1], W.shape[1]
-    torch._check_value(
+    _compat.check_value(
         W.shape[0] == K,
         lambda: (
             f"relufrob: W must have shape (K, N) with K = X.shape[-1] = {K}, "
@@ -150,8 +145,8 @@ def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
         if Y.dim() != X.dim():
             raise ValueError(bad_y())
         for y, x in zip(Y.shape[:-1], X.shape[:-1]):
-            torch._check_value(y == x, bad_y)
-        torch._check_value(Y.shape[-1] == N, bad_y)
+            _compat.check_value(y == x, bad_y)
+        _compat.check_value(Y.shape[-1] == N, bad_y)
     if bias is not None:
         _check_bias(X, N, bias)
         named.append(("bias", bias))
@@ -202,7 +197,7 @@ def explain_failure(X, W, Y, reduction, bias=None, activation="relu") -> None:
                 f"relufrob: {name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}"
             )
     _check_devices(X, named[1:])
-    if X.device.type != "cpu" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+    if X.device.type != "cpu" and not _compat.dispatch_has_kernel(
         "relufrob::grads", X.device.type.upper()
     ):
         raise NotImplementedError(

@@ -2,13 +2,13 @@
 
 torch.compile and torch.export trace with fake tensors, possibly with symbolic
 shapes, so these compute output metadata without touching data. They validate
-with relufrob.validation.check_args, worded as the C++ checks, so that traced
+with relufrob._library.checks.check_args, worded as the C++ checks, so that traced
 code fails the same way eager code does.
 """
 
 import torch
 
-from .validation import check_args, target_dtype
+from .checks import check_args, target_dtype
 
 
 @torch.library.register_fake("relufrob::grads")

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ._shard_agreement import Agreement
+from ._agreement import Agreement
 
 __all__ = ["all_reduce_packed", "compute_and_reduce", "require_process_group", "sum_scale"]
 

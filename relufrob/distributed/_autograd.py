@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from ._sharded_compute import compute_and_reduce
+from ._compute import compute_and_reduce
 
 __all__ = ["ShardedLoss", "LossPlan"]
 
