@@ -15,8 +15,22 @@
                            df_i/dW for each row i of X as its own problem,
                            an M×K×N result (sizes up to 1024×256×256 only)
   reference per-sample     the same transforms of the reference expression
+  relufrob clipped         relufrob.clipped_grads(X, W, Y, max_norm=1): the
+                           rows of X as DP-SGD samples, dW = sum of the
+                           clipped per-row gradients, in one fused pass
+  reference clipped        relufrob.testing.reference.clipped_grads: vmap of
+                           grad, then norm and clip (an M×K×N tensor; sizes
+                           up to 1024×256×256)
+  ghost clipping           Opacus-style ghost clipping in plain PyTorch: a
+                           backward for G and the norms ||x_i|| ||g_i||, then
+                           a second backward of the reweighted loss
+  relufrob norms           relufrob.per_sample_grad_norms(X, W, Y)
+  relufrob wrt=()          relufrob.grads(X, W, Y, wrt=()): the loss alone,
+                           the norms' natural baseline
   eager formulas   relufrob.testing.reference.formula_grads, closed form, eager
   torch.compile    torch.compile(formula_grads, dynamic=False), per size
+  torch.compile max-autotune   the same with mode="max-autotune": Inductor's
+                               CPU GEMM template with fused epilogues
   floor: 3 torch.mm          X@W, Xᵀ@G, G@Wᵀ into preallocated outputs, with
                              a preallocated M×N G
   floor: 3 brgemm tiles      the same three products on oneDNN's brgemm
@@ -48,8 +62,14 @@ IMPLS: dict[str, str] = {  # key (command line, JSON) -> label (table, plot)
     "autograd_autocast": "autograd autocast bf16",
     "relufrob_per_sample": "relufrob per-sample",
     "reference_per_sample": "reference per-sample",
+    "relufrob_clipped": "relufrob clipped",
+    "reference_clipped": "reference clipped",
+    "ghost_clipping": "ghost clipping",
+    "relufrob_norms": "relufrob norms",
+    "relufrob_loss": "relufrob wrt=()",
     "formulas": "eager formulas",
     "compiled": "torch.compile",
+    "compiled_autotune": "torch.compile max-autotune",
     "floor_mm": "floor: 3 torch.mm",
     "floor_brgemm": "floor: 3 brgemm tiles",
 }
@@ -63,7 +83,10 @@ AUTOCAST = ("relufrob_autocast", "autograd_autocast")
 AUTOCAST_DTYPE = torch.bfloat16
 # Per-sample gradients: an M×K×N result, so only up to this many elements
 # (1024×256×256: 256 MiB in float32).
-PER_SAMPLE = ("relufrob_per_sample", "reference_per_sample")
+PER_SAMPLE = ("relufrob_per_sample", "reference_per_sample", "reference_clipped")
+# Checked against ghost_clipping's (loss, dW, norms), not autograd's.
+CLIPPING = ("relufrob_clipped", "reference_clipped", "ghost_clipping", "relufrob_norms")
+MAX_NORM = 1.0
 PER_SAMPLE_MAX_MKN = 1024 * 256 * 256
 
 # Largest max|got - want| / max|want| accepted by the agreement check: a
@@ -71,14 +94,30 @@ PER_SAMPLE_MAX_MKN = 1024 * 256 * 256
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-3, torch.float16: 3e-2, torch.bfloat16: 6e-2}
 
 
-def new_compiled_formulas():
+def new_compiled_formulas(mode=None):
     """A fresh torch.compile of the closed-form formulas (static shapes).
 
     Dynamo's caches are reset first so that one compiled graph per size never
     runs into the recompile limit however many sizes are benchmarked.
     """
     torch.compiler.reset()
-    return torch.compile(reference.formula_grads, dynamic=False)
+    return torch.compile(reference.formula_grads, dynamic=False, mode=mode)
+
+
+def ghost_clipping(X, W, Y, max_norm=MAX_NORM):
+    """(loss, dW, norms): Opacus' ghost clipping for one linear layer, two
+    backward passes. The first gives G = df/dZ, and with it the per-row norms
+    ||x_i|| ||g_i|| (no per-sample gradient is formed); the second
+    differentiates the loss reweighted by the clip factors."""
+    W = W.detach().requires_grad_()
+    with torch.enable_grad():
+        Z = X @ W
+        per_row = (torch.relu(Z) - Y).pow(2).sum(1)
+        (G,) = torch.autograd.grad(per_row.sum(), Z, retain_graph=True)
+        norms = X.norm(dim=1) * G.norm(dim=1)
+        c = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        (dW,) = torch.autograd.grad((c.detach() * per_row).sum(), W)
+    return per_row.sum().detach(), dW, norms
 
 
 def applies(key: str, device: torch.device, dtype: torch.dtype) -> bool:
@@ -130,6 +169,8 @@ def own_reference(key: str, X, W, Y):
         return tuple(reference.autograd_grads(X, W, Y, bias=bench_bias(Y)))
     if key == "relufrob_autocast":
         return make_impl("autograd_autocast", X, W, Y)()
+    if key in CLIPPING and key != "ghost_clipping":
+        return ghost_clipping(X, W, Y)
     return None
 
 
@@ -160,10 +201,23 @@ def make_impl(key: str, X, W, Y) -> Callable[[], tuple]:
         return lambda: per_sample_grads(relufrob.loss, X, W, Y)
     if key == "reference_per_sample":
         return lambda: per_sample_grads(reference.loss, X, W, Y)
+    if key == "relufrob_clipped":
+        return lambda: relufrob.clipped_grads(X, W, Y, max_norm=MAX_NORM)
+    if key == "reference_clipped":
+        return lambda: reference.clipped_grads(X, W, Y, max_norm=MAX_NORM)
+    if key == "ghost_clipping":
+        return lambda: ghost_clipping(X, W, Y)
+    if key == "relufrob_norms":
+        return lambda: relufrob.per_sample_grad_norms(X, W, Y)
+    if key == "relufrob_loss":
+        return lambda: relufrob.grads(X, W, Y, wrt=())
     if key == "formulas":
         return lambda: reference.formula_grads(X, W, Y)
     if key == "compiled":
         compiled = new_compiled_formulas()
+        return lambda: compiled(X, W, Y)
+    if key == "compiled_autotune":
+        compiled = new_compiled_formulas(mode="max-autotune")
         return lambda: compiled(X, W, Y)
     if key == "floor_mm":
         G, _, _, (Z, dW, dX) = floor_operands(X, W, Y)
@@ -202,9 +256,18 @@ def max_relative_error(got, want) -> float:
 
 def check_against(key: str, result, want, dtype) -> str:
     """'ok', 'skipped' or 'MISMATCH: ...': a benchmark of wrong answers is worthless."""
-    if key in FLOORS or want is None:
+    # ghost_clipping is the plain-PyTorch anchor the clipping rows are checked
+    # against, as autograd is for the others.
+    if key in FLOORS or key == "ghost_clipping" or want is None:
         return "skipped"
-    if key in PER_SAMPLE:
+    if key in CLIPPING:
+        # Against ghost_clipping's (loss, dW, norms): the results are
+        # PerSampleNorms (loss, norms) or ClippedGrads (loss, dW, db, norms).
+        if key == "relufrob_norms":
+            result, want = (result[0], result[1]), (want[0], want[2])
+        else:
+            result = (result[0], result[1], result[3])
+    elif key in PER_SAMPLE:
         # The per-sample gradients add up to the whole batch's dW (want is
         # the baseline's (loss, dW, dX, dY)).
         result, want = (result[0].sum(0),), (want[1],)

@@ -112,6 +112,10 @@ def measure_memory(records: list[dict], sizes: Sequence[Size], args) -> None:
                 fig["memory"] = {"status": "n/a", "reason": "implementation failed"}
             elif size not in wanted:
                 fig["memory"] = {"status": "-", "reason": "size not probed"}
+            elif key == "compiled_autotune":
+                # Its compile (minutes of GEMM autotuning) would be repeated
+                # in every probe process.
+                fig["memory"] = {"status": "-", "reason": "not probed (max-autotune compile)"}
             elif args.quick and args.memory == "auto" and key not in QUICK_MEMORY_IMPLS:
                 fig["memory"] = {"status": "-", "reason": "not probed in --quick"}
             else:

@@ -142,7 +142,7 @@ def prepare_impls(keys, X, W, Y, sync, dtype) -> tuple[dict, dict]:
         if check.startswith("MISMATCH"):
             log(f"  ! {IMPLS[key]}: {check}")
         info[key] = {"first_call_s": first, "check": check}
-        if key == "compiled":
+        if key in ("compiled", "compiled_autotune"):
             info[key]["compile_s"] = first
             log(f"    compiled in {first:.1f} s")
         fns[key] = fn

@@ -44,6 +44,17 @@ TORCH_LIBRARY(relufrob, m) {
       "loss(Tensor X, Tensor W, Tensor? Y, Tensor? bias=None, *, str? activation=\"relu\", "
       "str reduction=\"sum\", float scale=1.) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // Per-sample gradients without a B x K x N tensor (common/per_sample_plan.h):
+  // the loss, each sample's gradient norm and, when asked, the sums of the
+  // per-sample gradients of W and the bias, each clipped to max_norm (None:
+  // not clipped). Sample b is X[b]. route picks how a multi-row sample's norm
+  // is formed: "auto", "ghost" or "direct".
+  m.def(
+      "per_sample_grads(Tensor X, Tensor W, Tensor? Y, Tensor? bias=None, *, "
+      "str? activation=\"relu\", float? max_norm=None, str route=\"auto\", "
+      "bool need_dW=True, bool need_db=True) "
+      "-> (Tensor loss, Tensor norms, Tensor dW, Tensor db)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 TORCH_LIBRARY_IMPL(relufrob, CompositeExplicitAutograd, m) {

@@ -20,15 +20,20 @@ from . import (
     reference,
     testing,
 )
-from ._types import Grads, GradsWithBias
+from ._types import ClippedGrads, Grads, GradsWithBias, PerSampleNorms
 from ._version import __version__
 from .ops import build_info, cpu_kernels, grads, loss
+from .per_sample import clipped_grads, per_sample_grad_norms
 
 __all__ = [
     "Grads",
     "GradsWithBias",
     "grads",
     "loss",
+    "per_sample_grad_norms",
+    "clipped_grads",
+    "PerSampleNorms",
+    "ClippedGrads",
     "reference",
     "testing",
     "build_info",

@@ -11,7 +11,15 @@ from typing import NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["FLOAT_DTYPES", "Grads", "GradsWithBias", "make_grads", "need_flags"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "ClippedGrads",
+    "Grads",
+    "GradsWithBias",
+    "PerSampleNorms",
+    "make_grads",
+    "need_flags",
+]
 
 # The dtypes relufrob accepts, by the names the command lines use.
 FLOAT_DTYPES = {
@@ -39,6 +47,25 @@ class GradsWithBias(NamedTuple):
     dX: Optional[Tensor]
     dY: Optional[Tensor]
     db: Optional[Tensor]
+
+
+class PerSampleNorms(NamedTuple):
+    """relufrob.per_sample_grad_norms: the loss (summed over the samples) and
+    each sample's gradient norm, a (B,) tensor."""
+
+    loss: Tensor
+    norms: Tensor
+
+
+class ClippedGrads(NamedTuple):
+    """relufrob.clipped_grads: the loss, the sums of the clipped per-sample
+    gradients of W and the bias (db None without a bias), plus noise, and
+    the per-sample norms they were clipped by."""
+
+    loss: Tensor
+    dW: Tensor
+    db: Optional[Tensor]
+    norms: Tensor
 
 
 _NAMES = ("X", "W", "Y", "b")

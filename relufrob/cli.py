@@ -19,7 +19,7 @@ import torch
 
 from ._types import FLOAT_DTYPES
 from ._version import __version__
-from .check import EXERCISES, Variant, format_report, report_json, run_check
+from .check import EXERCISES, Variant, format_report, per_sample, report_json, run_check
 from .ops import build_info, cpu_kernels
 
 PROG = "python -m relufrob"
@@ -150,13 +150,22 @@ def _add_variant_arguments(check: argparse.ArgumentParser) -> None:
     """
     check.add_argument(
         "--exercise",
-        choices=list(EXERCISES),
+        choices=[*EXERCISES, per_sample.NAME],
         default="relu",
         help="a named form, overridable by the options below: relu is "
         "f = ||relu(X W) - Y||_F^2 (the default); linear-bias is "
         "f = ||X W + b||_F^2 with b of the output's shape, no target, the "
         "exercise torch.manual_seed(0); x = randn(10, 4); w = randn(4, 4); "
-        "b = randn(10, 4); (x.mm(w) + b).pow(2).sum()",
+        "b = randn(10, 4); (x.mm(w) + b).pow(2).sum(); per-sample treats each row "
+        "of X as a sample and prints the per-sample gradient norms by the identity "
+        "||x_b|| ||g_b|| next to autograd's per-sample gradients and relufrob's",
+    )
+    check.add_argument(
+        "--max-norm",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="per-sample only: the clipping norm of the clipped sum (default 1)",
     )
     check.add_argument(
         "--activation",
@@ -184,7 +193,8 @@ def variant_from_args(args: argparse.Namespace) -> Variant:
         for name in ("activation", "bias", "target")
         if getattr(args, name) is not None
     }
-    return dataclasses.replace(EXERCISES[args.exercise], **explicit)
+    base = EXERCISES.get(args.exercise, Variant())  # per-sample starts from the classic form
+    return dataclasses.replace(base, **explicit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +273,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         info = gather_info()
         print(json.dumps(info, indent=2) if args.json else format_info(info))
         return 0
+    if args.exercise == per_sample.NAME:
+        r = per_sample.run_per_sample_check(
+            args.seed,
+            tuple(args.shape),
+            FLOAT_DTYPES[args.dtype],
+            args.device,
+            variant_from_args(args),
+            args.max_norm,
+        )
+        print(
+            json.dumps(per_sample.per_sample_json(r), indent=2)
+            if args.json
+            else per_sample.format_per_sample_report(r)
+        )
+        return 0 if r.all_match else 1
     result = run_check(
         args.seed,
         tuple(args.shape),

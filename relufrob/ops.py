@@ -38,6 +38,7 @@ _loss_op = torch.ops.relufrob.loss.default
 _transforms_active = _compat.transforms_active
 _interpreter_stack = _compat.interpreter_stack
 _func_loss = functorch.loss
+_unpack_dual = torch.autograd.forward_ad.unpack_dual
 _refuse_differentiated_grads = functorch.refuse_differentiated_grads
 
 
@@ -125,9 +126,18 @@ def loss(
         if _transforms_active():
             return _func_loss(X, W, Y, bias, activation, reduction)
         return _loss_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
-    except (TypeError, NotImplementedError, RuntimeError):
+    except (TypeError, NotImplementedError, RuntimeError) as e:
         explain_failure(X, W, Y, reduction, bias, activation)
+        # Forward-mode AD outside torch.func (forward_ad dual tensors, and
+        # func.linearize, which traces with them) reaches the op's C++
+        # autograd, whose refusal names neither relufrob nor what to use.
+        if _has_tangent(X, W, Y, bias):
+            raise NotImplementedError(functorch.NO_FORWARD_MODE) from e
         raise
+
+
+def _has_tangent(*tensors) -> bool:
+    return any(isinstance(t, torch.Tensor) and _unpack_dual(t).tangent is not None for t in tensors)
 
 
 def build_info() -> dict:

@@ -8,6 +8,8 @@ kernels). Each message is worded exactly as the C++ one, and
 tests/test_errors.py holds them against each other.
 """
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -112,7 +114,7 @@ def check_reduction(reduction) -> None:
 def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
     """Raise as C++ does for tensors it would refuse; in the same order.
 
-    Shape conditions go through torch._check_value (_compat.check_value), so that under symbolic
+    Shape conditions go through _compat.check_value, so that under symbolic
     shapes they become runtime asserts instead of specialising the trace.
     Y and bias may be None.
     """
@@ -154,6 +156,29 @@ def check_args(X, W, Y, reduction: str, bias=None, activation="relu") -> None:
     _check_devices(X, named[1:])
     check_activation(activation)
     check_reduction(reduction)
+
+
+def check_per_sample(X, max_norm, route) -> None:
+    """The checks relufrob::per_sample_grads adds, in C++'s words and order:
+    X's batch dimension and max_norm before check_args, the dtype and route
+    after it (check_per_sample_dtype_and_route)."""
+    if X.dim() < 2:
+        raise ValueError(
+            f"relufrob: X must have shape (B, *, K), a batch of samples, got shape {list(X.shape)}"
+        )
+    if max_norm is not None and not (math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"relufrob: max_norm must be a finite number > 0, got {max_norm:g}")
+
+
+def check_per_sample_dtype_and_route(X, route) -> None:
+    if X.dtype not in (torch.float32, torch.float64):
+        name = {torch.float16: "Half", torch.bfloat16: "BFloat16"}.get(X.dtype, str(X.dtype))
+        raise TypeError(
+            "relufrob: the per-sample kernels take float32 or float64 X (relufrob's "
+            f"per-sample functions widen float16/bfloat16), got {name}"
+        )
+    if route not in ("auto", "ghost", "direct"):
+        raise ValueError(f"relufrob: route must be 'auto', 'ghost' or 'direct', got {route!r}")
 
 
 def _utf8(text: str) -> bool:

@@ -8,7 +8,7 @@ code fails the same way eager code does.
 
 import torch
 
-from .checks import check_args, target_dtype
+from .checks import check_args, check_per_sample, check_per_sample_dtype_and_route, target_dtype
 
 
 @torch.library.register_fake("relufrob::grads")
@@ -47,3 +47,28 @@ def _grads_fake(
 def _loss_fake(X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
     check_args(X, W, Y, reduction, bias, activation)
     return X.new_empty((), dtype=target_dtype(X, Y, bias))
+
+
+@torch.library.register_fake("relufrob::per_sample_grads")
+def _per_sample_fake(
+    X,
+    W,
+    Y,
+    bias=None,
+    *,
+    activation="relu",
+    max_norm=None,
+    route="auto",
+    need_dW=True,
+    need_db=True,
+):
+    check_per_sample(X, max_norm, route)
+    check_args(X, W, Y, "sum", bias, activation)
+    check_per_sample_dtype_and_route(X, route)
+    target = target_dtype(X, Y, bias)
+    return (
+        X.new_empty((), dtype=target),
+        X.new_empty((X.shape[0],), dtype=target),
+        W.new_empty(W.shape) if need_dW else X.new_empty((0,)),
+        bias.new_empty(bias.shape) if need_db and bias is not None else X.new_empty((0,)),
+    )

@@ -27,24 +27,39 @@ from .. import _compat
 from ..testing.reference import differentiable_terms
 from . import vmap as vmap_rules
 
-__all__ = ["loss", "refuse_differentiated_grads"]
+__all__ = ["loss", "refuse_differentiated_grads", "transforms_active"]
+
+transforms_active = _compat.transforms_active
 
 _grads_op = torch.ops.relufrob.grads.default
 _ALL = (True, True, True, True)
 
+NO_FORWARD_MODE = (
+    "relufrob.loss has no forward-mode derivative (torch.func.jvp, jacfwd, hessian "
+    "by forward-over-reverse, linearize, torch.autograd.forward_ad): use torch.func.vjp "
+    "or jacrev, or relufrob.testing.reference.loss for forward mode"
+)
 
-def _backward_is_differentiated(g, inputs) -> bool:
+
+def _backward_is_differentiated(inputs) -> bool:
     """Whether anything will differentiate the backward now running.
 
     torch.func runs every backward with grad mode on (its tensors track grad
     at their level even for a single grad), so grad mode alone cannot tell.
     The backward's result is differentiated again by any differentiating
-    transform level other than the one whose cotangent ``g`` is (grad of
-    grad; jacrev of jacrev, whose inner level has already exited when its
-    backward runs, leaving only the outer one live), or by plain autograd
-    outside every transform, through an input that requires grad.
+    transform level other than the one that recorded this node (grad of
+    grad; jacrev of jacrev and grad of vjp, whose inner level has already
+    exited when its backward runs, leaving only the outer one live), or by
+    plain autograd outside every transform, through an input that requires
+    grad.
+
+    The node's level is that of its saved inputs (torch.func wraps them at
+    the level that ran the forward; -2 once that level has exited). Not the
+    cotangent's: a cotangent made inside an outer grad (``ones_like(out)``
+    for a vjp's pullback) is wrapped at that outer level, which would then
+    pass for this node's own and leave the outer derivative silently zero.
     """
-    own = _compat.functorch_level(g)
+    own = _compat.functorch_level(inputs[1])  # W, never None
     for i in _compat.live_interpreters():
         if _compat.is_differentiating_level(i) and i.level() != own:
             return True
@@ -107,7 +122,7 @@ class FusedLoss(torch.autograd.Function):
             tensor: vmap over an empty batch fails on that in torch 2.14.)"""
             return g_p.reshape(problems, *[1] * (t.dim() - 1)) * t
 
-        if torch.is_grad_enabled() and _backward_is_differentiated(g, (X, W, Y, bias)):
+        if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
             # A derivative of this backward is wanted (grad of grad, hessian):
             # the gradients again, from differentiable ops.
             scale = 1.0 if ctx.reduction == "sum" else 1.0 / (rows * N) if rows * N else math.inf
@@ -142,11 +157,7 @@ class FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        raise NotImplementedError(
-            "relufrob.loss has no forward-mode derivative (torch.func.jvp, jacfwd, hessian "
-            "by forward-over-reverse): use torch.func.vjp or jacrev, or "
-            "relufrob.testing.reference.loss for forward mode"
-        )
+        raise NotImplementedError(NO_FORWARD_MODE)
 
     @staticmethod
     def vmap(info, in_dims, X, W, Y, bias, activation, reduction, batched):
@@ -163,6 +174,7 @@ def _vmap_rule(size, in_dims, X, W, Y, bias, activation, reduction, batched):
     bias) share no GEMM: one apply each.
     """
     xd, wd, yd, bd = in_dims
+    vmap_rules.check_problem(in_dims, X, W, Y, bias, activation, reduction)
     logical_x_dim = X.dim() - (xd is not None)
     row_bias = (
         bias is not None and bias.dim() - (bd is not None) == 1 and logical_x_dim > 1 + batched
@@ -242,20 +254,34 @@ def loss(X, W, Y, bias, activation, reduction):
     return FusedLoss.apply(X, W, Y, bias, activation, reduction, False)[0]
 
 
-def refuse_differentiated_grads(X, W, Y, bias) -> None:
-    """relufrob.grads returns plain tensors; under torch.func.grad/vjp/jacrev
-    of one of its inputs that would silently give zero gradients. Raise."""
+def refuse_differentiated_grads(X, W, Y, bias, *, fn: str = "relufrob.grads") -> None:
+    """relufrob.grads (or `fn`, which the message names) returns plain tensors;
+    under torch.func.grad/vjp/jacrev of one of its inputs that would silently
+    give zero gradients. Raise.
+
+    Every wrapper of an input is looked at, not only the outermost: under
+    grad(vmap(...)) a batched input wraps the grad level's tensor, and the
+    vmap level on top says nothing about differentiation. A wrapper of a
+    live grad/jvp level differentiates the input where it requires grad
+    (a detached input, or one the level does not track, is left alone).
+    """
+    differentiating = None
     for name, t in (("X", X), ("W", W), ("Y", Y), ("bias", bias)):
         if t is None or not isinstance(t, torch.Tensor):
             continue
-        level = _compat.functorch_level(t)
-        if level == -1:
-            continue
-        for i in _compat.live_interpreters():
-            if i.level() == level and _compat.is_differentiating_level(i):
-                raise RuntimeError(
-                    f"relufrob.grads: {name} is being differentiated by a torch.func "
-                    "transform (grad, vjp, jacrev), but relufrob.grads returns plain "
-                    "tensors without a graph, so its gradient would be silently zero; "
-                    "differentiate relufrob.loss instead"
-                )
+        while _compat._is_wrapped(t):
+            if t.requires_grad:
+                if differentiating is None:
+                    differentiating = {
+                        i.level()
+                        for i in _compat.live_interpreters()
+                        if _compat.is_differentiating_level(i)
+                    }
+                if _compat.functorch_level(t) in differentiating:
+                    raise RuntimeError(
+                        f"{fn}: {name} is being differentiated by a torch.func "
+                        f"transform (grad, vjp, jacrev), but {fn} returns plain "
+                        "tensors without a graph, so its gradient would be silently zero; "
+                        "differentiate relufrob.loss instead"
+                    )
+            t = _compat._get_unwrapped(t)

@@ -19,9 +19,9 @@ import math
 
 import torch
 
-from .checks import target_dtype
+from .checks import check_args, target_dtype
 
-__all__ = ["batched_grads", "op_options", "register"]
+__all__ = ["batched_grads", "check_problem", "op_options", "register"]
 
 _grads_op = torch.ops.relufrob.grads.default
 
@@ -31,6 +31,30 @@ def _front(t, dim, size):
     if t is None:
         return None
     return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+
+
+def check_problem(in_dims, X, W, Y, bias, activation, reduction) -> None:
+    """Refuse one problem of the batch as eager relufrob would, in its words.
+
+    Before anything is reshaped: the stacking below reshapes by the shapes
+    it expects, and would otherwise fail on a wrong shape with a message
+    about its own reshape, or pass one (an empty batch of wrong shapes
+    reshapes to anything), and it passes the op reduction="sum" whatever
+    was asked. The check looks at stand-ins of one problem's shape (no
+    data: a batch of any size, empty included, is checked alike). Non-tensor
+    arguments are left to the op, whose wrapper explains them.
+    """
+    args = (X, W, Y, bias)
+    if not all(t is None or isinstance(t, torch.Tensor) for t in args) or X is None or W is None:
+        return
+
+    def one(t, d):
+        if t is None or d is None:
+            return t
+        return t.new_empty(()).expand(t.shape[:d] + t.shape[d + 1 :])
+
+    x, w, y, b = (one(t, d) for t, d in zip(args, (*in_dims, None, None)[:4]))
+    check_args(x, w, y, reduction, b, activation)
 
 
 def _scale(reduction, scale, numel):
@@ -91,6 +115,7 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
     whole and G is the placeholder.
     """
     xd, wd, yd, bd = (*in_dims, None, None)[:4]  # bias may not have been passed
+    check_problem((xd, wd, yd, bd), X, W, Y, bias, options["activation"], options["reduction"])
     need = (need[0], need[1], need[2] and Y is not None, need[3] and bias is not None)
     x_shape = X.shape if xd is None else X.shape[:xd] + X.shape[xd + 1 :]
     K, N = (W.shape if wd is None else W.shape[:wd] + W.shape[wd + 1 :])[-2:]

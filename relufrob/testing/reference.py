@@ -18,7 +18,7 @@ dimensions) are those of docs/math.md.
 """
 
 import math
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,12 @@ __all__ = [
     "formulas",
     "make_inputs",
     "FORMULAS",
+    "ClippedGrads",
+    "PerSampleNorms",
+    "clip_factors",
+    "clipped_grads",
+    "per_sample_grad_norms",
+    "per_sample_grads",
 ]
 
 
@@ -240,3 +246,100 @@ def make_inputs(
     )
     # Three values unless a bias was asked for, as every caller before the bias unpacks.
     return drawn if bias is not None else drawn[:3]
+
+
+# --------------------------------------------------------------------------
+# Per-sample gradients (DP-SGD): the definitions relufrob's fused versions
+# are held to, computed the way anyone would without them.
+# --------------------------------------------------------------------------
+
+
+class PerSampleNorms(NamedTuple):
+    loss: Tensor  # sum over samples of f_b
+    norms: Tensor  # (B,): ||(df_b/dW, df_b/dbias)||
+
+
+class ClippedGrads(NamedTuple):
+    loss: Tensor
+    dW: Tensor  # sum_b c_b df_b/dW (+ noise)
+    db: Optional[Tensor]  # likewise, or None without a bias
+    norms: Tensor
+
+
+# Opacus's clip factor: c_b = min(1, max_norm / (norm_b + 1e-6)).
+CLIP_EPS = 1e-6
+
+
+def per_sample_grads(X, W, Y, *, bias=None, activation="relu"):
+    """(loss, dW_b (B, K, N), db_b or None): torch.func.vmap(torch.func.grad(...)).
+
+    Sample b is X[b] (one row, or the rows of its leading dimensions), with
+    f_b = ||act(X_b W + bias_b) - Y_b||_F^2. An (N,) bias is shared by every
+    sample; a full-shape bias has one slice per sample, which is that
+    sample's own.
+    """
+    _check_activation(activation)
+    if X.dim() < 2:
+        raise ValueError(f"X must have a batch dimension (B, *, K), got shape {list(X.shape)}")
+    row_bias = bias is not None and bias.dim() == 1 and X.dim() > 1
+    bias_dim = None if bias is None or row_bias else 0
+
+    def f(x, w, y, b):
+        return loss(x, w, y, bias=b, activation=activation)
+
+    argnums = (1,) if bias is None else (1, 3)
+    grad = torch.func.grad_and_value(f, argnums=argnums)
+    in_dims = (0, None, None if Y is None else 0, bias_dim)
+    grads, losses = torch.func.vmap(grad, in_dims=in_dims)(X, W, Y, bias)
+    return losses.sum(), grads[0], grads[1] if bias is not None else None
+
+
+def _norms(dW_b, db_b):
+    sq = dW_b.flatten(1).pow(2).sum(1)
+    if db_b is not None:
+        sq = sq + db_b.flatten(1).pow(2).sum(1)
+    return sq.sqrt()
+
+
+def per_sample_grad_norms(X, W, Y, *, bias=None, activation="relu") -> PerSampleNorms:
+    """Loss and the norm of each sample's gradient (dW_b, db_b), from the
+    per-sample gradients themselves (a B x K x N tensor)."""
+    f, dW_b, db_b = per_sample_grads(X, W, Y, bias=bias, activation=activation)
+    return PerSampleNorms(f, _norms(dW_b, db_b))
+
+
+def clip_factors(norms: Tensor, max_norm: float) -> Tensor:
+    """c_b = min(1, max_norm / (norm_b + 1e-6)); a NaN norm gives a NaN factor."""
+    return (max_norm / (norms + CLIP_EPS)).clamp(max=1.0)
+
+
+def clipped_grads(
+    X,
+    W,
+    Y,
+    *,
+    max_norm: float,
+    bias=None,
+    activation="relu",
+    noise_multiplier: float = 0.0,
+    generator=None,
+) -> ClippedGrads:
+    """DP-SGD's gradient of this layer: sum_b c_b (dW_b, db_b), plus
+    noise_multiplier * max_norm * N(0, I) drawn from `generator` (dW's noise
+    first, then db's)."""
+    f, dW_b, db_b = per_sample_grads(X, W, Y, bias=bias, activation=activation)
+    norms = _norms(dW_b, db_b)
+    c = clip_factors(norms, max_norm)
+    dW = torch.einsum("b,bkn->kn", c.to(dW_b.dtype), dW_b)
+    db = None
+    if db_b is not None:
+        scaled = c.reshape(-1, *[1] * (db_b.dim() - 1)).to(db_b.dtype) * db_b
+        db = scaled.sum(0) if bias.dim() == 1 else scaled
+    if noise_multiplier:
+        std = noise_multiplier * max_norm
+        dW = dW + std * torch.randn(dW.shape, generator=generator, dtype=dW.dtype, device=dW.device)
+        if db is not None:
+            db = db + std * torch.randn(
+                db.shape, generator=generator, dtype=db.dtype, device=db.device
+            )
+    return ClippedGrads(f, dW, db, norms)

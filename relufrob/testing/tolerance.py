@@ -38,8 +38,10 @@ def _sum_length(name: str, mkn: tuple[int, int, int], numel: int = 0) -> int:
     M, K, N = mkn
     if name == "db" and numel != M * N:
         return M + K  # an (N,) bias: Z = XW (K terms), then db sums G over M rows
-    if name == "dW":
-        return M + K  # Z = XW (K terms), then dW = X^T G (M terms)
+    if name in ("dW", "norms"):
+        # Z = XW (K terms), then dW = X^T G (M terms); a per-sample norm is
+        # that of a sample's dW_b (and db_b), whose entries carry the same errors.
+        return M + K
     if name == "dX":
         return N + K  # Z = XW (K terms), then dX = G W^T (N terms)
     # dY = -2 R, a full bias's db = G and the loss: R = relu(XW) - Y carries
@@ -59,7 +61,8 @@ def parity_tolerance(
     Args:
         name: "loss" (or "f"), "dW", "dX", "dY" or "db" (the bias's gradient:
             an (N,) bias's sums G over the M rows, as dW does; a full bias's
-            is G, as exact as dY).
+            is G, as exact as dY), or "norms" (per-sample gradient norms,
+            judged as dW: each is the norm of a sample's dW_b and db_b).
         expected: autograd's value of that quantity (it sets the dtype and the
             scale of the allowance).
         mkn: (M, K, N) of the problem, X being M x K and W K x N; None gives
@@ -154,12 +157,12 @@ def parity_tolerance(
         if not low_precision:
             return rtol, atol
         length = _sum_length("loss", mkn)
-    elif name in ("dW", "dX", "dY", "db"):
+    elif name in ("dW", "dX", "dY", "db", "norms"):
         length = _sum_length(name, mkn, expected.numel())
     else:
         raise ValueError(
             f"parity_tolerance: unknown quantity {name!r}; "
-            "expected 'loss', 'f', 'dW', 'dX', 'dY' or 'db'"
+            "expected 'loss', 'f', 'dW', 'dX', 'dY', 'db' or 'norms'"
         )
     finite = expected.detach()
     finite = finite[torch.isfinite(finite)]

@@ -1,0 +1,154 @@
+"""Per-sample gradients as DP-SGD uses them: their norms, and their clipped sum.
+
+Sample b is X[b]: one row of a (B, K) X, or the rows of a (B, T, K) (or
+(B, *, K)) X, with f_b = ||act(X_b W + bias_b) - Y_b||_F^2. For this loss
+both quantities have closed forms (see docs/math.md) that fit relufrob's
+fused row-blocked pass, so neither ever forms the B x K x N tensor of the
+per-sample gradients themselves: the norms cost one GEMM and a pass over G,
+the clipped sum two GEMMs (plain relufrob.grads needs three).
+"""
+
+import math
+from numbers import Real
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ._library import functorch
+from ._library.checks import explain_failure
+from ._types import ClippedGrads, PerSampleNorms
+
+__all__ = ["clipped_grads", "per_sample_grad_norms"]
+
+_op = torch.ops.relufrob.per_sample_grads.default
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _call(fn, X, W, Y, bias, activation, max_norm, need_dW, need_db, route):
+    """The op on float32/float64 inputs (float16/bfloat16 widened to float32:
+    the kernels take those two), its results back in the inputs' dtypes."""
+    if _transforms_active():
+        functorch.refuse_differentiated_grads(X, W, Y, bias, fn=fn)
+    args = (X, W, Y, bias)
+    low = [t for t in args if isinstance(t, Tensor) and t.dtype in _LOW]
+    if low:
+        args = tuple(t.float() if isinstance(t, Tensor) and t.dtype in _LOW else t for t in args)
+    try:
+        out = _op(
+            *args,
+            activation=activation,
+            max_norm=max_norm,
+            route=route,
+            need_dW=need_dW,
+            need_db=need_db,
+        )
+    except (TypeError, NotImplementedError, RuntimeError):
+        explain_failure(X, W, Y, "sum", bias, activation)
+        raise
+    if not low:
+        return out
+    loss, norms, dW, db = out
+    target = (Y if Y is not None else bias if bias is not None else X).dtype
+    return (
+        loss.to(target),
+        norms.to(target),
+        dW.to(W.dtype) if need_dW else dW,
+        db.to(bias.dtype) if need_db else db,
+    )
+
+
+_transforms_active = functorch.transforms_active
+
+
+def per_sample_grad_norms(
+    X: Tensor,
+    W: Tensor,
+    Y: Optional[Tensor],
+    *,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = "relu",
+    route: str = "auto",
+) -> PerSampleNorms:
+    """The loss and each sample's gradient norm, in one fused pass.
+
+    Args:
+        X: (B, K), one row per sample, or (B, T, K) (any (B, *, K)), T rows
+            per sample. W: (K, N). Y: X's shape with N last, or None.
+        bias: None, (N,) (shared by every sample) or the output's shape
+            (each sample its own slice).
+        activation: "relu" or None.
+        route: for T > 1, how ||X_bᵀ G_b|| is formed: "auto" (the cheaper),
+            "ghost" (<X_b X_bᵀ, G_b G_bᵀ>, T²(K+N) work) or "direct"
+            (X_bᵀ G_b, T K N work).
+
+    Returns:
+        PerSampleNorms(loss, norms): the summed loss sum_b f_b and the (B,)
+        norms sqrt(||df_b/dW||² + ||df_b/dbias||²), with no B x K x N tensor.
+    """
+    loss, norms, _, _ = _call(
+        "relufrob.per_sample_grad_norms", X, W, Y, bias, activation, None, False, False, route
+    )
+    return PerSampleNorms(loss, norms)
+
+
+def _check_number(fn: str, name: str, value, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        rule = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"{fn}: {name} must be {rule}, got {value!r}")
+    return value
+
+
+def clipped_grads(
+    X: Tensor,
+    W: Tensor,
+    Y: Optional[Tensor],
+    *,
+    max_norm: float,
+    bias: Optional[Tensor] = None,
+    activation: Optional[str] = "relu",
+    noise_multiplier: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    route: str = "auto",
+) -> ClippedGrads:
+    """DP-SGD's gradient of this layer in one call: the clipped per-sample sum, plus noise.
+
+    With c_b = min(1, max_norm / (norm_b + 1e-6)) (Opacus' clip factor),
+    dW = sum_b c_b df_b/dW + noise_multiplier * max_norm * N(0, I), and db
+    likewise (None without a bias); the noise is drawn from `generator`
+    (dW's first, then db's), so a seeded generator reproduces it. Divide by
+    B for a mean. The extra memory is one block of rows per thread (plus a
+    K x N product per thread for the direct route), never B x K x N.
+    Arguments as for :func:`per_sample_grad_norms`.
+
+    Returns:
+        ClippedGrads(loss, dW, db, norms).
+    """
+    fn = "relufrob.clipped_grads"
+    max_norm = _check_number(fn, "max_norm", max_norm, positive=True)
+    noise_multiplier = _check_number(fn, "noise_multiplier", noise_multiplier, positive=False)
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if isinstance(X, Tensor) and generator.device.type != X.device.type:
+            raise ValueError(
+                f"{fn}: generator must be on X's device ({X.device}), got a generator on "
+                f"{generator.device}"
+            )
+    loss, norms, dW, db = _call(
+        fn, X, W, Y, bias, activation, max_norm, True, bias is not None, route
+    )
+    if noise_multiplier:
+        std = noise_multiplier * max_norm
+        dW = dW + std * torch.randn(dW.shape, generator=generator, dtype=dW.dtype, device=dW.device)
+        if bias is not None:
+            db = db + std * torch.randn(
+                db.shape, generator=generator, dtype=db.dtype, device=db.device
+            )
+    return ClippedGrads(loss, dW, db if bias is not None else None, norms)
