@@ -1,4 +1,9 @@
-"""relufrob.loss in training code: autograd, double backward, opcheck, torch.compile."""
+"""relufrob.loss in training code: its gradients against the autograd
+reference, only the gradients needed, no_grad, grad_output, saved tensors and
+retain_graph, gradcheck and double backward (the general form's too), and the
+fit example. The ops as torch.library and torch.compile see them are in
+test_compile.py.
+"""
 
 import itertools
 import os
@@ -7,26 +12,15 @@ import sys
 
 import pytest
 import torch
+from autograd_cases import GENERAL, _given, general_case, grads_of
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import relufrob
 from relufrob.testing import make_inputs, reference
 
-from helpers import RecordTorchFunctions
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDUCTIONS = ("sum", "mean")
 NAMES = ("X", "W", "Y")
-
-
-def grads_of(fn, inputs, requires):
-    """Gradients of fn(*inputs) for the inputs flagged in `requires` (None stays None)."""
-    leaves = [
-        None if t is None else t.detach().clone().requires_grad_(r)
-        for t, r in zip(inputs, requires)
-    ]
-    fn(*leaves).backward()
-    return [None if t is None else t.grad for t in leaves]
 
 
 class RecordGradsCalls(TorchDispatchMode):
@@ -149,99 +143,10 @@ def test_double_backward_is_exact(reduction):
         torch.testing.assert_close(a, b)
 
 
-def opcheck_samples():
-    for dtype, (M, K, N), requires in itertools.product(
-        (torch.float32, torch.float64), ((5, 3, 2), (1, 1, 1), (12, 7, 9)), (False, True)
-    ):
-        X, W, Y = make_inputs(M, K, N, dtype=dtype)
-        yield (X.requires_grad_(requires), W.requires_grad_(requires), Y)
-    X, W, Y = make_inputs((2, 4), 3, 2)
-    yield (X, W.requires_grad_(True), Y.requires_grad_(True))
-
-
-@pytest.mark.parametrize(
-    "sample", list(opcheck_samples()), ids=lambda s: f"{list(s[0].shape)}-{s[0].dtype}"
-)
-@pytest.mark.parametrize(
-    "op,kwargs",
-    [
-        (torch.ops.relufrob.grads.default, {}),
-        (torch.ops.relufrob.grads.default, {"need_dX": False, "reduction": "mean"}),
-        (torch.ops.relufrob.loss.default, {}),
-        (torch.ops.relufrob.loss.default, {"reduction": "mean"}),
-    ],
-    ids=["grads", "grads-partial-mean", "loss", "loss-mean"],
-)
-def test_opcheck(op, kwargs, sample):
-    torch.library.opcheck(op, sample, kwargs)
-
-
 def test_grads_op_outputs_carry_no_graph():
     X, W, Y = (t.requires_grad_(True) for t in make_inputs(9, 5, 4))
     out = relufrob.grads(X, W, Y)
     assert all(t.grad_fn is None and not t.requires_grad for t in out)
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch.compiler.reset()
-    yield
-    torch.compiler.reset()
-
-
-@pytest.mark.parametrize(
-    "requires", [(True, True, True), (False, True, False), (True, False, True)]
-)
-def test_compiled_loss_matches_eager(fresh_dynamo, requires):
-    def step(X, W, Y):
-        return relufrob.loss(X, W, Y) * 0.5 + relufrob.loss(X, W, Y, reduction="mean")
-
-    compiled = torch.compile(step, fullgraph=True)
-    inputs = make_inputs(9, 5, 4)
-    eager = grads_of(step, inputs, requires)
-    traced = grads_of(compiled, inputs, requires)
-    for a, b in zip(traced, eager):
-        if a is None or b is None:
-            assert a is None and b is None
-        else:
-            torch.testing.assert_close(a, b)
-
-
-def test_compiled_dynamic_shapes_two_sizes(fresh_dynamo):
-    def step(X, W, Y):
-        return relufrob.loss(X, W, Y), relufrob.grads(X, W, Y, wrt=("W",)).dW
-
-    compiled = torch.compile(step, fullgraph=True, dynamic=True)
-    for M in (9, 23):
-        X, W, Y = make_inputs(M, 5, 4)
-        W.requires_grad_(True)
-        f, dW = compiled(X, W, Y)
-        f.backward()
-        ref = reference.autograd_grads(X, W, Y)
-        torch.testing.assert_close(f.detach(), ref.loss)
-        torch.testing.assert_close(dW, ref.dW)
-        torch.testing.assert_close(W.grad, ref.dW)
-
-
-def test_compiled_grads_matches_eager(fresh_dynamo):
-    compiled = torch.compile(
-        lambda X, W, Y: relufrob.grads(X, W, Y, reduction="mean"), fullgraph=True
-    )
-    X, W, Y = make_inputs((3, 9), 5, 4)
-    for a, b in zip(compiled(X, W, Y), relufrob.grads(X, W, Y, reduction="mean")):
-        torch.testing.assert_close(a, b)
-
-
-@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
-def test_compiled_bad_shapes_name_the_argument(fresh_dynamo, dynamic):
-    # The fake kernel refuses the trace with the eager message, and the
-    # explanation of a refused call stays traceable by dynamo.
-    compiled = torch.compile(
-        lambda X, W, Y: relufrob.loss(X, W, Y), fullgraph=True, dynamic=dynamic
-    )
-    X, W, Y = make_inputs(7, 4, 3)
-    with pytest.raises(Exception, match=r"relufrob: W must have shape \(K, N\) with K = "):
-        compiled(X, W[:3], Y)
 
 
 def test_fit_example_runs_and_both_loops_agree():
@@ -294,15 +199,6 @@ def test_double_backward_with_empty_dimensions(MKN):
         torch.testing.assert_close(a, b)
 
 
-def test_torch_function_modes_see_grads_and_loss():
-    X, W, Y = make_inputs(9, 5, 4)
-    with RecordTorchFunctions() as rec:
-        relufrob.grads(X, W, Y)
-        relufrob.loss(X, W, Y)
-    assert torch.ops.relufrob.grads.default in rec.calls
-    assert torch.ops.relufrob.loss.default in rec.calls
-
-
 def test_in_place_change_of_a_saved_input_is_detected():
     X, W, Y = make_inputs(9, 5, 4)
     W.requires_grad_(True)
@@ -315,26 +211,6 @@ def test_in_place_change_of_a_saved_input_is_detected():
 # --------------------------------------------------------------------------
 # The general form: bias, no activation, no target
 # --------------------------------------------------------------------------
-
-GENERAL = [
-    {"bias": "row"},
-    {"bias": "full"},
-    {"bias": "row", "activation": None, "target": False},
-    {"bias": None, "activation": None},
-    {"bias": "full", "activation": None, "target": False},
-]
-
-
-def general_case(M, K, N, *, bias=None, activation="relu", target=True, dtype=torch.float64):
-    X, W, Y = make_inputs(M, K, N, dtype=dtype)
-    gen = torch.Generator().manual_seed(7)
-    shape = {None: None, "row": (N,), "full": (*X.shape[:-1], N)}[bias]
-    b = None if shape is None else torch.randn(shape, generator=gen).to(dtype)
-    return [X, W, Y if target else None, b], activation
-
-
-def _given(inputs):
-    return [t for t in inputs if t is not None]
 
 
 def _loss_fn(fn, inputs, activation, reduction="sum"):
@@ -378,59 +254,3 @@ def test_only_the_bias_requires_grad():
     assert rec.flags == [(False, False, False)]  # need_db is the only one asked
     f.backward()
     torch.testing.assert_close(b.grad, reference.autograd_grads(X, W, Y, bias=b).db)
-
-
-def general_opcheck_samples():
-    for case in GENERAL:
-        for dtype in (torch.float32, torch.float64):
-            inputs, activation = general_case(7, 3, 5, dtype=dtype, **case)
-            for t in _given(inputs):
-                t.requires_grad_(True)
-            X, W, Y, b = inputs
-            yield (X, W, Y), {"bias": b, "activation": activation}
-
-
-@pytest.mark.parametrize(
-    "sample", list(general_opcheck_samples()), ids=lambda s: f"{s[1]['activation']}"
-)
-@pytest.mark.parametrize(
-    "op,extra",
-    [
-        (torch.ops.relufrob.grads.default, {}),
-        (torch.ops.relufrob.grads.default, {"need_dX": False, "scale": 0.25}),
-        (torch.ops.relufrob.loss.default, {}),
-        (torch.ops.relufrob.loss.default, {"reduction": "mean", "scale": 3.0}),
-    ],
-    ids=["grads", "grads-partial-scaled", "loss", "loss-mean-scaled"],
-)
-def test_opcheck_general(op, extra, sample):
-    args, kwargs = sample
-    torch.library.opcheck(op, args, {**kwargs, **extra})
-
-
-@pytest.mark.parametrize("scale", [0.5, 3.0])
-def test_the_op_scale_multiplies_loss_and_gradients(scale):
-    X, W, Y = make_inputs(30, 6, 5, dtype=torch.float64)
-    b = torch.randn(5, dtype=torch.float64)
-    op = torch.ops.relufrob.grads.default
-    plain = op(X, W, Y, bias=b, reduction="mean")
-    scaled = op(X, W, Y, bias=b, reduction="mean", scale=scale)
-    for a, e in zip(scaled, plain):
-        torch.testing.assert_close(a, e * scale)
-
-
-@pytest.mark.parametrize("case", GENERAL, ids=str)
-def test_compiled_general_loss_matches_eager(fresh_dynamo, case):
-    def step(X, W, Y, b):
-        return relufrob.loss(X, W, Y, bias=b, activation=activation)
-
-    compiled = torch.compile(step, fullgraph=True, dynamic=True)
-    for M in (9, 23):
-        inputs, activation = general_case(M, 5, 4, dtype=torch.float32, **case)
-        eager = grads_of(step, inputs, [t is not None for t in inputs])
-        traced = grads_of(compiled, inputs, [t is not None for t in inputs])
-        for a, b in zip(traced, eager):
-            if b is None:
-                assert a is None
-            else:
-                torch.testing.assert_close(a, b)

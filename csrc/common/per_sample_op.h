@@ -23,10 +23,10 @@ inline const c10::TypedOperatorHandle<PerSampleSignature>& per_sample_op() {
 }
 
 template <void (*Run)(PerSamplePlan&)>
-PerSampleResult per_sample_kernel(const at::Tensor& X, const at::Tensor& W,
-                                  const OptionalTensor& Y, const OptionalTensor& bias,
-                                  OptionalString activation, std::optional<double> max_norm,
-                                  c10::string_view route, bool need_dW, bool need_db) {
+PerSampleResult per_sample_kernel(const at::Tensor& X, const at::Tensor& W, const OptionalTensor& Y,
+                                  const OptionalTensor& bias, OptionalString activation,
+                                  std::optional<double> max_norm, c10::string_view route,
+                                  bool need_dW, bool need_db) {
   static const at::Tensor none;
   const std::optional<std::string_view> act =
       activation ? std::optional<std::string_view>(*activation) : std::nullopt;

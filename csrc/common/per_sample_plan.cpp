@@ -23,6 +23,16 @@ NormRoute choose_route(int64_t T, int64_t K, int64_t N, std::string_view route) 
   return t * (K + N) <= static_cast<double>(K) * N ? NormRoute::kGhost : NormRoute::kDirect;
 }
 
+bool answer_empty(PerSamplePlan& ps) {
+  GradsPlan& p = ps.grads;
+  if (p.M * p.N != 0) return false;
+  p.loss.zero_();
+  ps.norms.zero_();
+  if (p.want.dW) p.dW.zero_();
+  if (p.want.db) p.db.zero_();
+  return true;
+}
+
 PerSamplePlan make_per_sample_plan(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
                                    const at::Tensor& bias,
                                    const std::optional<std::string_view>& activation,

@@ -56,6 +56,10 @@ inline T clip_factor(T norm, T max_norm) {
   return q > T(1) ? T(1) : q;
 }
 
+// With no residuals (M * N == 0) the loss, the norms and the sums are zeros:
+// fills them and returns true. Every backend answers that case this way.
+bool answer_empty(PerSamplePlan& ps);
+
 // The ghost norm costs T²(K + N) per sample, the direct product T K N.
 NormRoute choose_route(int64_t T, int64_t K, int64_t N, std::string_view route);
 

@@ -11,19 +11,11 @@ namespace relufrob::cpu {
 namespace {
 
 void run_per_sample_cpu(PerSamplePlan& ps) {
+  if (answer_empty(ps)) return;
   GradsPlan& p = ps.grads;
-  if (p.M * p.N == 0) {
-    // No residuals: a zero loss, zero norms, zero sums.
-    p.loss.zero_();
-    ps.norms.zero_();
-    if (p.want.dW) p.dW.zero_();
-    if (p.want.db) p.db.zero_();
-    return;
-  }
   AT_DISPATCH_FLOATING_TYPES(p.X.scalar_type(), "relufrob_per_sample", [&] {
-    const double loss = dispatch_isa([&](auto isa) {
-      return per_sample_grads<decltype(isa), scalar_t>(ps);
-    });
+    const double loss =
+        dispatch_isa([&](auto isa) { return per_sample_grads<decltype(isa), scalar_t>(ps); });
     *p.loss.data_ptr<scalar_t>() = static_cast<scalar_t>(loss);
   });
 }

@@ -49,10 +49,12 @@ void block_squared_norms(const PerSamplePlan& ps, const T* x, const T* g, int64_
     });
     return;
   }
-  const at::Tensor xs = at::from_blob(const_cast<T*>(x), {samples, rows, K},
-                                      at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  const at::Tensor gs = at::from_blob(const_cast<T*>(g), {samples, rows, N},
-                                      at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  const at::Tensor xs =
+      at::from_blob(const_cast<T*>(x), {samples, rows, K},
+                    at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  const at::Tensor gs =
+      at::from_blob(const_cast<T*>(g), {samples, rows, N},
+                    at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
   if (ps.route == NormRoute::kGhost) {
     // <X_s X_sᵀ, G_s G_sᵀ>: two T x T Gram matrices per sample.
     const at::Tensor dots = (at::bmm(xs, xs.transpose(1, 2)) * at::bmm(gs, gs.transpose(1, 2)))
@@ -105,9 +107,8 @@ double per_sample_chunk(const PerSamplePlan& ps, const BlockGemm<T>& gemm,
     T* g = z.get();
     gemm.xw(rows, x, K, g);
     at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-        epilogue_rows(ep, r0, begin, end, g, row_loss.data());
-      });
+      run_with_isa<Isa>(
+          [&]() RELUFROB_INLINE_LAMBDA { epilogue_rows(ep, r0, begin, end, g, row_loss.data()); });
     });
     for (int64_t i = 0; i < rows; ++i) loss += row_loss[i];
 
@@ -117,8 +118,7 @@ double per_sample_chunk(const PerSamplePlan& ps, const BlockGemm<T>& gemm,
       norms[s0 + s] = norm;
       if (ps.clip && update) {
         const T c = clip_factor(norm, static_cast<T>(ps.max_norm));
-        run_with_isa<Isa>(
-            [&]() RELUFROB_INLINE_LAMBDA { scale_values(g + s * R * N, R * N, c); });
+        run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA { scale_values(g + s * R * N, R * N, c); });
       }
     }
     if (db_partial || db_full) {
@@ -144,7 +144,8 @@ double per_sample_grads(PerSamplePlan& ps) {
   const int64_t rows_per_block = block_rows(split.rows_per_chunk * R, N, sizeof(T), block_bytes());
   const int64_t samples_per_block = std::max<int64_t>(1, rows_per_block / R);
 
-  ChunkPartials<T> dw(split.chunks, p.want.dW ? K * N : 0, p.want.dW ? p.dW.data_ptr<T>() : nullptr);
+  ChunkPartials<T> dw(split.chunks, p.want.dW ? K * N : 0,
+                      p.want.dW ? p.dW.data_ptr<T>() : nullptr);
   RowBiasGrad<T, T> db(p, split.chunks);
   c10::SmallVector<T, 64> zero_row;
   auto ep = epilogue_args<T, T>(p, static_cast<T>(2.0), zero_row);

@@ -60,7 +60,8 @@ void run_typed(PerSamplePlan& ps, cudaStream_t stream) {
   const int64_t M = p.M, N = p.N;
   const bool update = p.want.dW || p.want.db;
   // A full bias's db is G itself (scaled), so G is computed straight into it.
-  at::Tensor G = p.want.db && p.bias_kind == BiasKind::kFull ? p.db2 : at::empty({M, N}, p.X.options());
+  at::Tensor G =
+      p.want.db && p.bias_kind == BiasKind::kFull ? p.db2 : at::empty({M, N}, p.X.options());
   at::mm_out(G, p.X, p.W);
 
   const int num_blocks = epilogue_num_blocks(M * N);
@@ -73,8 +74,8 @@ void run_typed(PerSamplePlan& ps, cudaStream_t stream) {
                                                   : BiasMode::kNone;
   io.relu = p.relu;
   io.g = G.data_ptr<T>();
-  launch_epilogue<T, T, T>(G.data_ptr<T>(), io, M * N, N, T(2), partials.data_ptr<T>(),
-                           num_blocks, stream);
+  launch_epilogue<T, T, T>(G.data_ptr<T>(), io, M * N, N, T(2), partials.data_ptr<T>(), num_blocks,
+                           stream);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   launch_finalize_loss<T, T>(partials.data_ptr<T>(), num_blocks, T(1), p.loss.data_ptr<T>(),
                              stream);
@@ -90,8 +91,8 @@ void run_typed(PerSamplePlan& ps, cudaStream_t stream) {
     if (ps.clip && update) factors = at::empty({ps.B}, p.X.options());
     launch_row_norms<T, T>(xsq.const_data_ptr<T>(), gsq.const_data_ptr<T>(), ps.B, p.has_bias(),
                            static_cast<T>(ps.max_norm), static_cast<T>(kClipEps),
-                           ps.norms.data_ptr<T>(), factors.defined() ? factors.data_ptr<T>() : nullptr,
-                           stream);
+                           ps.norms.data_ptr<T>(),
+                           factors.defined() ? factors.data_ptr<T>() : nullptr, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {
     const at::Tensor norms = squared_norms_by_products(ps, G).sqrt();
@@ -107,22 +108,15 @@ void run_typed(PerSamplePlan& ps, cudaStream_t stream) {
   }
   if (p.want.db && p.bias_kind == BiasKind::kRow) {
     at::Tensor workspace = at::empty({bias_grad_workspace(M, N)}, p.X.options());
-    launch_bias_grad<T, T>(G.const_data_ptr<T>(), M, N, workspace.data_ptr<T>(),
-                           p.db.data_ptr<T>(), stream);
+    launch_bias_grad<T, T>(G.const_data_ptr<T>(), M, N, workspace.data_ptr<T>(), p.db.data_ptr<T>(),
+                           stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 }
 
 void run_per_sample_cuda(PerSamplePlan& ps) {
-  GradsPlan& p = ps.grads;
-  const c10::cuda::CUDAGuard guard(p.X.device());
-  if (p.M * p.N == 0) {
-    p.loss.zero_();
-    ps.norms.zero_();
-    if (p.want.dW) p.dW.zero_();
-    if (p.want.db) p.db.zero_();
-    return;
-  }
+  const c10::cuda::CUDAGuard guard(ps.grads.X.device());
+  if (answer_empty(ps)) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(p.X.scalar_type(), "relufrob_per_sample_cuda",
                              [&] { run_typed<scalar_t>(ps, stream); });
@@ -132,6 +126,5 @@ void run_per_sample_cuda(PerSamplePlan& ps) {
 }  // namespace relufrob::cuda
 
 TORCH_LIBRARY_IMPL(relufrob, CUDA, m) {
-  m.impl("per_sample_grads",
-         &relufrob::per_sample_kernel<&relufrob::cuda::run_per_sample_cuda>);
+  m.impl("per_sample_grads", &relufrob::per_sample_kernel<&relufrob::cuda::run_per_sample_cuda>);
 }

@@ -31,8 +31,8 @@ __global__ void __launch_bounds__(kEpilogueThreads)
 template <typename T, typename acc_t>
 void launch_row_sum_squares(const T* a, int64_t rows, int64_t n, acc_t* out, cudaStream_t stream) {
   if (rows == 0) return;
-  row_sum_squares_kernel<T, acc_t><<<static_cast<unsigned>(rows), kEpilogueThreads, 0, stream>>>(
-      a, n, out);
+  row_sum_squares_kernel<T, acc_t>
+      <<<static_cast<unsigned>(rows), kEpilogueThreads, 0, stream>>>(a, n, out);
 }
 
 // One row per sample: norm_b = sqrt(xsq_b gsq_b + (bias ? gsq_b : 0)) and,

@@ -5,7 +5,7 @@ that C++ never reaches: the fake kernels, which torch.compile traces without
 running C++, and the explanation of a call that the dispatcher refused before
 C++ could look at it (a list for X, a sparse tensor, a device without
 kernels). Each message is worded exactly as the C++ one, and
-tests/test_errors.py holds them against each other.
+tests/test_errors_fake_kernels.py holds them against each other.
 """
 
 import math
