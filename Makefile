@@ -31,7 +31,7 @@ build: $(DEPS) $(DEV)
 # are not leak-checked (detect_leaks=0): the interpreter never frees some.
 SAN_DIR  := build/sanitize
 SAN_LIBS  = $(shell g++ -print-file-name=libasan.so) $(shell g++ -print-file-name=libubsan.so) $(shell g++ -print-file-name=libstdc++.so)
-SAN_TESTS = $(wildcard tests/test_parity_*.py) tests/test_errors.py tests/test_properties.py
+SAN_TESTS = $(wildcard tests/test_parity_*.py) $(wildcard tests/test_errors_*.py) tests/test_properties.py
 
 sanitize: $(DEPS)
 	RELUFROB_SANITIZE=1 RELUFROB_CPU_ONLY=1 $(PY) setup.py -q build_ext -t $(SAN_DIR)/temp -b $(SAN_DIR)/lib
