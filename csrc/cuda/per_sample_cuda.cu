@@ -118,7 +118,7 @@ void run_per_sample_cuda(PerSamplePlan& ps) {
   const c10::cuda::CUDAGuard guard(ps.grads.X.device());
   if (answer_empty(ps)) return;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(p.X.scalar_type(), "relufrob_per_sample_cuda",
+  AT_DISPATCH_FLOATING_TYPES(ps.grads.X.scalar_type(), "relufrob_per_sample_cuda",
                              [&] { run_typed<scalar_t>(ps, stream); });
 }
 
