@@ -716,11 +716,15 @@ def fsdp2_recipe(ctx):
 class Context:
     def __init__(self, rank: int, world: int):
         self.rank, self.world, self.mesh = rank, world, None
+        self.case = None  # the running case's name
+        self.timings: dict = {}  # case -> seconds each coordinated failure took
 
 
 def run_rank(rank: int, world: int, rendezvous: str, results_dir: str) -> None:
     """torch.multiprocessing.spawn's target: every case, outcomes to a file."""
     import json
+
+    import distributed_fault_cases  # noqa: F401  (its cases join CASES)
 
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -733,6 +737,7 @@ def run_rank(rank: int, world: int, rendezvous: str, results_dir: str) -> None:
     ctx = Context(rank, world)
     outcomes = {}
     for name, fn in CASES.items():
+        ctx.case = name
         try:
             fn(ctx)
             outcomes[name] = None
@@ -740,6 +745,8 @@ def run_rank(rank: int, world: int, rendezvous: str, results_dir: str) -> None:
             outcomes[name] = traceback.format_exc()
     with open(f"{results_dir}/rank{rank}.json", "w") as f:
         json.dump(outcomes, f)
+    with open(f"{results_dir}/rank{rank}.timings.json", "w") as f:
+        json.dump(ctx.timings, f)
     dist.barrier()
     dist.destroy_process_group()
     # Skip the interpreter's teardown: there torch's gloo/c10d background

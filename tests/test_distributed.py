@@ -10,6 +10,7 @@ import json
 import re
 import time
 
+import distributed_fault_cases  # noqa: F401  (its cases join CASES)
 import pytest
 import torch
 import torch.distributed as dist
@@ -41,10 +42,13 @@ def _spawn(world: int, tmp) -> dict:
     for rank in range(world):
         for name, error in json.loads((tmp / f"rank{rank}.json").read_text()).items():
             outcomes.setdefault(name, {})[rank] = error
+        for name, seconds in json.loads((tmp / f"rank{rank}.timings.json").read_text()).items():
+            _timings.setdefault(world, {}).setdefault(name, {})[rank] = seconds
     return outcomes
 
 
 _results: dict = {}
+_timings: dict = {}  # world -> case -> rank -> seconds of each coordinated failure
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +78,20 @@ def test_without_a_process_group_says_to_initialise_one():
     for fn in (rd.grads, rd.loss):
         with pytest.raises(RuntimeError, match=re.escape("torch.distributed.init_process_group")):
             fn(X, W, Y)
+
+
+@pytest.mark.parametrize("world", WORLD_SIZES)
+def test_fault_cases_report_their_time_on_every_rank(group_results, world):
+    """The fault cases ran to their end on every rank, each failure timed
+    (pytest -s prints the table the docs quote)."""
+    group_results(world)
+    fault_cases = [n for n in CASES if n.startswith("fault_")]
+    table = _timings.get(world, {})
+    assert sorted(table) == sorted(fault_cases), sorted(table)
+    print(f"\nworld size {world}: seconds for each coordinated failure to end, per rank")
+    for name in fault_cases:
+        assert sorted(table[name]) == list(range(world)), (name, sorted(table[name]))
+        cells = "  ".join(
+            f"rank {r}: " + ", ".join(f"{t:.3f}" for t in table[name][r]) for r in range(world)
+        )
+        print(f"  {name:28s} {cells}")

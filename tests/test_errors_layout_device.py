@@ -127,3 +127,23 @@ def test_expanded_inputs_too_big_for_memory_fail_at_once():
     import sys
 
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_expanded_W_too_big_for_memory_is_refused_by_name():
+    # W expanded to 2^40 columns: its contiguous copy is K x N whatever X
+    # is, so even with wrt=() the error names W, not the allocator.
+    code = (
+        "import torch, relufrob\n"
+        "X = torch.randn(2, 4); W = torch.randn(4, 1).expand(4, 2**40)\n"
+        "for wrt in ((), None):\n"
+        "    try:\n"
+        "        relufrob.grads(X, W, None, wrt=wrt)\n"
+        "    except torch.OutOfMemoryError as e:\n"
+        "        assert str(e).startswith('relufrob: W has shape (4, 1099511627776)'), e\n"
+        "    else:\n"
+        "        raise AssertionError('no error')\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

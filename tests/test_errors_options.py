@@ -8,6 +8,7 @@ import error_cases
 import pytest
 import torch
 from error_cases import _names, _ok
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 import relufrob
 
@@ -91,3 +92,23 @@ def test_a_str_without_utf8_is_a_value_error(where, entry):
     X, W, Y = _ok()
     with pytest.raises(ValueError, match=rf"^relufrob: {where} must be"):
         entry(X, W, Y, **{where: "\udcff"})
+
+
+# --------------------------------------------------------------------------
+# scale: the ops' explicit multiplier
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), -float("inf")], ids=repr)
+@pytest.mark.parametrize("op", ["grads", "loss"])
+def test_non_finite_scale_is_refused_by_name(op, scale):
+    # A NaN or infinite scale would make every output NaN or Inf, silently.
+    X, W, Y = _ok()
+    fn = getattr(torch.ops.relufrob, op)
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        fn(X, W, Y, scale=scale)
+    # The fake kernel (torch.compile, export) refuses it in the same words.
+    with FakeTensorMode() as mode:
+        fakes = [mode.from_tensor(t) for t in (X, W, Y)]
+        with pytest.raises(ValueError, match="scale must be a finite number"):
+            fn(*fakes, scale=scale)

@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/safe_numerics.h>
 
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -144,8 +145,8 @@ double copy_bytes(const at::Tensor& t, int64_t rows, int64_t cols) {
 // gigabytes. Failing here, before any copy, takes no time; running out of
 // memory in the middle of the copies takes seconds or gets the process
 // killed.
-void check_fits_in_memory(const at::Tensor& X, const at::Tensor& Y, const at::Tensor& bias,
-                          const GradsPlan& p, const GradRequest& want) {
+void check_fits_in_memory(const at::Tensor& X, const at::Tensor& W, const at::Tensor& Y,
+                          const at::Tensor& bias, const GradsPlan& p, const GradRequest& want) {
   const double elem = static_cast<double>(X.element_size());
   const double rows = static_cast<double>(p.M);
   double bytes = copy_bytes(X, p.M, p.K);
@@ -154,10 +155,16 @@ void check_fits_in_memory(const at::Tensor& X, const at::Tensor& Y, const at::Te
   if (full_bias) bytes += copy_bytes(bias, p.M, p.N);
   bytes += elem * ((want.dX ? rows * p.K : 0.0) + (want.dY ? rows * p.N : 0.0) +
                    (want.db && full_bias ? rows * p.N : 0.0));
+  // W's own copy and dW are K x N whatever M is: an expanded W of 2^40
+  // columns is refused by its own name.
+  const double w_bytes = copy_bytes(W, p.K, p.N) + (want.dW ? elem * p.K * p.N : 0.0);
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-  if (bytes < kGiB) return;  // the common case, without asking the OS
+  if (bytes + w_bytes < kGiB) return;  // the common case, without asking the OS
   static const double memory = physical_memory_bytes();
-  if (memory <= 0 || bytes <= memory) return;
+  if (memory <= 0 || bytes + w_bytes <= memory) return;
+  TORCH_CHECK_WITH(OutOfMemoryError, w_bytes < bytes, kOp, ": W has shape (", p.K, ", ", p.N,
+                   ") (expanded or not); its contiguous copy and dW need ", w_bytes / kGiB,
+                   " GiB, more than this machine's ", memory / kGiB, " GiB of memory allows");
   TORCH_CHECK_WITH(OutOfMemoryError, false, kOp, ": X has ", p.M,
                    " rows (with its leading dimensions, expanded or not); the copies of the "
                    "inputs that are not contiguous and the outputs need ",
@@ -206,9 +213,12 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
   int64_t numel = 0;
   TORCH_CHECK_VALUE(!c10::mul_overflows(p.M, N, &numel), kOp,
                     ": the output (*, N) has more elements than int64 can count");
+  // A NaN or infinite scale would silently make every output NaN or Inf.
+  TORCH_CHECK_VALUE(std::isfinite(options.scale), kOp, ": scale must be a finite number, got ",
+                    options.scale);
   p.scale = options.scale * reduction_scale(options.reduction, numel);
 
-  if (X.is_cpu()) check_fits_in_memory(X, Y, bias, p, want);
+  if (X.is_cpu()) check_fits_in_memory(X, W, Y, bias, p, want);
 
   p.X = as_contiguous_2d(X, p.M, K);
   p.W = W.is_contiguous() ? W : W.contiguous();

@@ -18,6 +18,7 @@ from .._types import FLOAT_DTYPES
 
 __all__ = [
     "check_activation",
+    "check_scale",
     "check_args",
     "check_reduction",
     "explain_failure",
@@ -106,6 +107,12 @@ def check_activation(activation) -> None:
         raise ValueError(f"relufrob: activation must be {_ACTIVATIONS}, got {activation!r}")
 
 
+def check_scale(scale) -> None:
+    """As the C++ plan: a NaN or infinite scale would make every output NaN/Inf."""
+    if not math.isfinite(scale):
+        raise ValueError(f"relufrob: scale must be a finite number, got {scale}")
+
+
 def check_reduction(reduction) -> None:
     if reduction not in ("sum", "mean"):
         raise ValueError(f"relufrob: reduction must be 'sum' or 'mean', got {reduction!r}")
@@ -189,6 +196,17 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _has_kernel(device_type: str) -> bool:
+    """Whether relufrob::grads has a kernel for tensors of this device type.
+    Dispatch keys are spelled per device ('CUDA', but 'Meta'); a device type
+    with no key of its own has no relufrob kernel."""
+    key = {"meta": "Meta"}.get(device_type, device_type.upper())
+    try:
+        return _compat.dispatch_has_kernel("relufrob::grads", key)
+    except RuntimeError:  # "could not parse dispatch key"
+        return False
+
+
 def explain_failure(X, W, Y, reduction, bias=None, activation="relu") -> None:
     """Raise a clear error for arguments the dispatcher refused before C++ saw them.
 
@@ -222,9 +240,7 @@ def explain_failure(X, W, Y, reduction, bias=None, activation="relu") -> None:
                 f"relufrob: {name} must be a floating-point tensor ({_FLOAT_NAMES}), got {t.dtype}"
             )
     _check_devices(X, named[1:])
-    if X.device.type != "cpu" and not _compat.dispatch_has_kernel(
-        "relufrob::grads", X.device.type.upper()
-    ):
+    if X.device.type != "cpu" and not _has_kernel(X.device.type):
         raise NotImplementedError(
             f"relufrob: X is on {X.device}, but this build of relufrob has no "
             f"{X.device.type} kernels (see relufrob.build_info())"

@@ -8,7 +8,13 @@ code fails the same way eager code does.
 
 import torch
 
-from .checks import check_args, check_per_sample, check_per_sample_dtype_and_route, target_dtype
+from .checks import (
+    check_args,
+    check_per_sample,
+    check_per_sample_dtype_and_route,
+    check_scale,
+    target_dtype,
+)
 
 
 @torch.library.register_fake("relufrob::grads")
@@ -27,6 +33,7 @@ def _grads_fake(
     need_db=True,
 ):
     check_args(X, W, Y, reduction, bias, activation)
+    check_scale(scale)
 
     def placeholder():
         return X.new_empty((0,))
@@ -46,6 +53,7 @@ def _grads_fake(
 @torch.library.register_fake("relufrob::loss")
 def _loss_fake(X, W, Y, bias=None, *, activation="relu", reduction="sum", scale=1.0):
     check_args(X, W, Y, reduction, bias, activation)
+    check_scale(scale)
     return X.new_empty((), dtype=target_dtype(X, Y, bias))
 
 

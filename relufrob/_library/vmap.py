@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .checks import check_args, target_dtype
+from .checks import check_args, check_scale, target_dtype
 
 __all__ = ["batched_grads", "check_problem", "op_options", "register"]
 
@@ -116,6 +116,8 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
     """
     xd, wd, yd, bd = (*in_dims, None, None)[:4]  # bias may not have been passed
     check_problem((xd, wd, yd, bd), X, W, Y, bias, options["activation"], options["reduction"])
+    if isinstance(options["scale"], (int, float)):
+        check_scale(options["scale"])
     need = (need[0], need[1], need[2] and Y is not None, need[3] and bias is not None)
     x_shape = X.shape if xd is None else X.shape[:xd] + X.shape[xd + 1 :]
     K, N = (W.shape if wd is None else W.shape[:wd] + W.shape[wd + 1 :])[-2:]

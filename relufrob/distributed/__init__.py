@@ -33,10 +33,18 @@ from torch import Tensor
 from .._types import Grads, GradsWithBias, make_grads, need_flags
 from ._agreement import agree_on_shards
 from ._autograd import LossPlan, ShardedLoss
+from ._collectives import DistributedCallError
 from ._compute import compute_and_reduce, require_process_group, sum_scale
 from .dtensor import register_dtensor_sharding
 
-__all__ = ["grads", "loss", "register_dtensor_sharding", "Grads", "GradsWithBias"]
+__all__ = [
+    "grads",
+    "loss",
+    "register_dtensor_sharding",
+    "DistributedCallError",
+    "Grads",
+    "GradsWithBias",
+]
 
 
 def grads(
@@ -69,6 +77,13 @@ def grads(
 
     Raises:
         RuntimeError: torch.distributed has no initialised process group.
+        DistributedCallError (a RuntimeError): on every rank, when one
+            rank's own work raised something other than an argument error
+            (the fused op, an allocation, torch.OutOfMemoryError): it names
+            the failing ranks and their exceptions' types and messages, and
+            on a failing rank its own exception is the cause. Also when a
+            collective fails, as when a peer has exited: then within the
+            process group's timeout (init_process_group's timeout=).
         ValueError: parallel is not "rows" or "cols", or the ranks' shards
             disagree (K in rows mode, W's shape in rows mode, X's shape or
             W's K in cols mode, Y or the bias given on some ranks only); on
@@ -97,6 +112,7 @@ def grads(
         lambda: need_flags(wrt, Y is not None, bias is not None),
     )
     f, dW, dX, dY, db = compute_and_reduce(
+        fn,
         X,
         W,
         Y,
@@ -149,7 +165,7 @@ def loss(
     agreement, need = agree_on_shards(
         fn, parallel, group, X, W, Y, bias, reduction, activation, need_flags
     )
-    plan = LossPlan(parallel, group, activation, sum_scale(reduction, agreement), need)
+    plan = LossPlan(fn, parallel, group, activation, sum_scale(reduction, agreement), need)
     return ShardedLoss.apply(X, W, Y, bias, plan)
 
 

@@ -3,11 +3,22 @@ every rank raises together or none does.
 
 Each rank checks its own arguments (relufrob._library.checks, the C++ checks in
 Python) and packs what the other ranks must agree with -- its mode, its
-reduction, which gradients it computes, its dtype and its shard shapes --
-into a fixed-length int64 vector. One all_gather gives every rank all the
-vectors, and every rank applies the same rules to the same data, so a
+reduction, its activation, which gradients it computes (wrt, or for
+relufrob.distributed.loss which inputs require grad), its dtypes, its
+device type, the autocast state of that device type and its shard shapes
+-- into a fixed-length int64 vector. One all_gather gives every rank all
+the vectors, and every rank applies the same rules to the same data, so a
 mismatch raises on every rank, before the packed all-reduce that would
-otherwise hang or fail on some of them only.
+otherwise hang, fail on some ranks only, or (a differing activation) sum
+two different losses into a silently wrong answer.
+
+The op's scale is not in the vector: it follows from the reduction and the
+agreed global element count, so the ranks cannot differ in it.
+
+A rank whose checks raise something other than an argument error (a
+RuntimeError, an OutOfMemoryError) sends a status that sends every rank
+into _collectives.raise_shared_failure: all of them raise the same
+DistributedCallError.
 """
 
 import math
@@ -20,6 +31,7 @@ from torch import Tensor
 
 from .._library.checks import check_args, explain_failure, target_dtype
 from .._types import FLOAT_DTYPES
+from ._collectives import collective, collective_device, raise_shared_failure
 
 __all__ = ["MODES", "Agreement", "agree_on_shards"]
 
@@ -30,8 +42,14 @@ _ARGS = ("X", "W", "Y", "bias")
 _CHECKED = (*_ARGS, "parallel", "reduction", "activation", "wrt")
 _DTYPES = list(FLOAT_DTYPES.values())
 _NEEDS = ("dW", "dX", "dY", "db")
-# status, mode, reduction, X's dtype, the target's dtype, then the four need flags
-_HEAD = 5 + len(_NEEDS)
+_ACTIVATIONS = (None, "relu")
+_DEVICE_TYPES = ("cpu", "cuda")
+# The status of a rank whose own work raised something other than an
+# argument error: every rank then shares the failure.
+SHARED_FAILURE = 100
+# status, mode, reduction, X's dtype, the target's dtype, activation, device
+# type, autocast state, then the four need flags
+_HEAD = 8 + len(_NEEDS)
 _SLOT = 1 + MAX_DIMS  # ndim (-1: None), then the dimensions
 
 
@@ -56,6 +74,9 @@ class _Shard:
     reduction: int
     dtype: int
     target_dtype: int  # of Y, bias, the loss, dY and db (mixed precision: float32)
+    activation: int
+    device_type: int
+    autocast: int  # 0: off on X's device type, else 1 + the index of its dtype
     need: tuple[bool, ...]
     shapes: tuple[Optional[tuple[int, ...]], ...]  # X, W, Y, bias; None where absent
 
@@ -73,7 +94,13 @@ def _failed_argument(error: Exception) -> int:
     return 1 + len(_CHECKED)
 
 
-def _encode(status, mode, reduction, X, W, Y, bias, need) -> list[int]:
+def _autocast_state(device_type: str) -> int:
+    if not torch.is_autocast_enabled(device_type):
+        return 0
+    return 1 + _DTYPES.index(torch.get_autocast_dtype(device_type))
+
+
+def _encode(status, mode, reduction, activation, X, W, Y, bias, need) -> list[int]:
     ok = status == 0
     head = [
         status,
@@ -81,6 +108,9 @@ def _encode(status, mode, reduction, X, W, Y, bias, need) -> list[int]:
         ("sum", "mean").index(reduction) if ok else -1,
         _DTYPES.index(X.dtype) if ok else -1,
         _DTYPES.index(target_dtype(X, Y, bias)) if ok else -1,
+        _ACTIVATIONS.index(activation) if ok else -1,
+        _DEVICE_TYPES.index(X.device.type) if ok else -1,
+        _autocast_state(X.device.type) if ok else -1,
         *(int(n) for n in (need if ok else (False,) * len(_NEEDS))),
     ]
     slots = []
@@ -95,18 +125,7 @@ def _decode(row: list[int]) -> _Shard:
     for i in range(len(_ARGS)):
         ndim, *dims = row[_HEAD + i * _SLOT : _HEAD + (i + 1) * _SLOT]
         shapes.append(None if ndim < 0 else tuple(dims[:ndim]))
-    return _Shard(
-        row[0], row[1], row[2], row[3], row[4], tuple(bool(n) for n in row[5:_HEAD]), tuple(shapes)
-    )
-
-
-def _collective_device(group, X) -> torch.device:
-    """Where the small vector travels: NCCL takes CUDA tensors only."""
-    if isinstance(X, Tensor) and X.device.type != "cpu":
-        return X.device
-    if dist.get_backend(group) == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    return _Shard(*row[:8], tuple(bool(n) for n in row[8:_HEAD]), tuple(shapes))
 
 
 def _ranks_text(values: list) -> str:
@@ -137,6 +156,10 @@ def _require_same(fn: str, what: str, values: list, why: str) -> None:
         )
 
 
+def _autocast_text(code: int) -> str:
+    return "off" if code == 0 else f"on, {str(_DTYPES[code - 1]).replace('torch.', '')}"
+
+
 def _check_agreement(fn: str, shards: list[_Shard]) -> Agreement:
     """The rules, applied by every rank to every rank's vector."""
 
@@ -147,6 +170,21 @@ def _check_agreement(fn: str, shards: list[_Shard]) -> Agreement:
     same("parallel", modes, "it says how the problem is split")
     rows = modes[0] == "rows"
     same("reduction", [("sum", "mean")[s.reduction] for s in shards], "the loss is one sum")
+    same(
+        "activation",
+        [repr(_ACTIVATIONS[s.activation]) for s in shards],
+        "the summed loss and gradients must be of one function",
+    )
+    same(
+        "the device type of X",
+        [_DEVICE_TYPES[s.device_type] for s in shards],
+        "the collectives run on one kind of device",
+    )
+    same(
+        "the autocast state (torch.autocast on X's device type)",
+        [_autocast_text(s.autocast) for s in shards],
+        "it decides the dtype the GEMMs run in",
+    )
     dtypes = [str(_DTYPES[s.dtype]).replace("torch.", "") for s in shards]
     same("X's dtype", dtypes, "the all-reduce sums one dtype")
     targets = [str(_DTYPES[s.target_dtype]).replace("torch.", "") for s in shards]
@@ -157,8 +195,11 @@ def _check_agreement(fn: str, shards: list[_Shard]) -> Agreement:
     same("Y (given or None)", given, "a target on every rank or on none")
     same("bias's kind", [_bias_kind(s) for s in shards], "None, (N,) or full on every rank")
     wrt = [tuple(n for n, w in zip(_NEEDS, s.need) if w) for s in shards]
-    # For grads that is wrt; for loss, which inputs require grad.
-    same("wrt (the gradients computed)", wrt, "the all-reduce packs them")
+    if fn.endswith(".loss"):
+        what = "requires_grad (of W, X, Y, bias: the gradients computed)"
+    else:
+        what = "wrt (the gradients computed)"
+    same(what, wrt, "the all-reduce packs them")
     leading = [math.prod(x[:-1]) for x in X]
     if rows:
         same("X's K = X.shape[-1]", [x[-1] for x in X], "rows mode splits X by rows only")
@@ -192,15 +233,25 @@ def agree_on_shards(
                 raise ValueError(
                     f"{fn}: {name} may have at most {MAX_DIMS} dimensions, got {t.dim()}"
                 )
+        _check_device_type(fn, X)
         need = tuple(need_flags())
     except (TypeError, ValueError, NotImplementedError) as e:
         error, status = e, _failed_argument(e)
-    device = _collective_device(group, X)
-    mine = torch.tensor(_encode(status, parallel, reduction, X, W, Y, bias, need), device=device)
+    except Exception as e:  # not an argument error: every rank shares it
+        error, status = e, SHARED_FAILURE
+    device = collective_device(group, X)
+    mine = torch.tensor(
+        _encode(status, parallel, reduction, activation, X, W, Y, bias, need), device=device
+    )
     world = dist.get_world_size(group)
     gathered = [torch.empty_like(mine) for _ in range(world)]
-    dist.all_gather(gathered, mine, group=group)
+    collective(
+        fn, "the agreement (all_gather)", lambda: dist.all_gather(gathered, mine, group=group)
+    )
     shards = [_decode(v.tolist()) for v in gathered]
+    if any(s.status == SHARED_FAILURE for s in shards):
+        own = error if status == SHARED_FAILURE else None
+        raise_shared_failure(fn, group, device, own, "checking its arguments")
     if error is not None:
         raise error
     failed = [(r, s.status) for r, s in enumerate(shards) if s.status]
@@ -212,3 +263,14 @@ def agree_on_shards(
             "see the error raised on that rank"
         )
     return _check_agreement(fn, shards), need
+
+
+def _check_device_type(fn: str, X: Tensor) -> None:
+    """A device the collectives cannot serve (meta, or one relufrob has no
+    kernels for) is refused here, by name, on the rank that has it; the
+    shape checks have already put every other tensor on X's device."""
+    if X.device.type not in _DEVICE_TYPES:
+        raise ValueError(
+            f"{fn}: X is on {X.device}, but a distributed call runs on 'cpu' or 'cuda' "
+            "tensors (a meta tensor has no values to reduce)"
+        )

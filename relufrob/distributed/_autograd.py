@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from ._compute import compute_and_reduce
+from ._compute import all_reduce_flagged, compute_and_reduce, packed_dtype
 
 __all__ = ["ShardedLoss", "LossPlan"]
 
@@ -31,10 +30,11 @@ __all__ = ["ShardedLoss", "LossPlan"]
 class LossPlan:
     """The non-tensor arguments of one call."""
 
+    fn: str  # the caller, for messages
     parallel: str
     group: Any
     activation: Optional[str]
-    scale: float
+    scale: tuple[str, float]  # _compute.sum_scale's (reduction, scale) for the op
     need: tuple[bool, bool, bool, bool]  # need_dW, need_dX, need_dY, need_db
 
 
@@ -42,6 +42,7 @@ class ShardedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X, W, Y, bias, plan: LossPlan):
         loss, dW, dX, dY, db = compute_and_reduce(
+            plan.fn,
             X,
             W,
             Y,
@@ -54,6 +55,7 @@ class ShardedLoss(torch.autograd.Function):
             reduce_dX=False,
         )
         ctx.plan = plan
+        ctx.packed_dtype = packed_dtype(X, Y, bias)
         ctx.save_for_backward(dW, dX, dY, db)
         # A copy: the all-reduced loss is a view of a buffer that also holds dW.
         return loss.clone()
@@ -64,9 +66,21 @@ class ShardedLoss(torch.autograd.Function):
         plan: LossPlan = ctx.plan
         need_dW, need_dX, need_dY, need_db = plan.need
         dW, dX, dY, db = ctx.saved_tensors
-        grad_X = grad_output * dX if need_dX else None
-        if grad_X is not None and plan.parallel == "cols":
-            dist.all_reduce(grad_X, op=dist.ReduceOp.SUM, group=plan.group)
+        if need_dX and plan.parallel == "cols":
+            # Flagged, as the forward's all-reduce is: a rank whose product
+            # fails still joins, and every rank raises.
+            (summed,) = all_reduce_flagged(
+                f"{plan.fn} (backward)",
+                plan.group,
+                lambda: [grad_output * dX],
+                [dX.numel()],
+                ctx.packed_dtype,
+                dX.device,
+                "computing its dX",
+            )
+            grad_X = summed.view(dX.shape).to(torch.promote_types(dX.dtype, grad_output.dtype))
+        else:
+            grad_X = grad_output * dX if need_dX else None
         return (
             grad_X,
             grad_output * dW if need_dW else None,
