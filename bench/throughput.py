@@ -334,11 +334,11 @@ def collect_meta(args) -> dict:
 def separate_compile_cache() -> None:
     """One torch.compile disk cache per CPU capability: the cache does not
     tell them apart, and a run forced to AVX2 reused kernels tiled for
-    AVX-512 and computed NaN (torch 2.14.1). The memory probes inherit it."""
+    AVX-512 and computed NaN (torch 2.14.1). Set unconditionally (a
+    directory inherited from a process of another capability would be
+    reused); the memory probes inherit it."""
     capability = torch.backends.cpu.get_cpu_capability().lower()
-    os.environ.setdefault(
-        "TORCHINDUCTOR_CACHE_DIR", f"{tempfile.gettempdir()}/inductor_{capability}"
-    )
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{tempfile.gettempdir()}/inductor_{capability}"
 
 
 def main(argv=None) -> int:

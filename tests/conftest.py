@@ -13,13 +13,13 @@ from hypothesis import settings
 
 # torch.compile's on-disk cache does not tell CPU capabilities apart: a
 # process forced to AVX2 (tests/test_cpu_variants.py) reused kernels tiled for
-# AVX-512 and computed NaN (torch 2.14.1). One cache per capability.
-os.environ.setdefault(
-    "TORCHINDUCTOR_CACHE_DIR",
-    os.path.join(
-        tempfile.gettempdir(),
-        f"torchinductor_relufrob_tests_{torch.backends.cpu.get_cpu_capability().lower()}",
-    ),
+# AVX-512, or a baseline one kernels tiled for AVX2, and computed NaN (torch
+# 2.14.1). One cache per capability, set unconditionally: the forced
+# processes inherit their parent's environment, so a setdefault kept the
+# parent's directory (CI, on an AVX2 machine: every forced variant failed).
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(
+    tempfile.gettempdir(),
+    f"torchinductor_relufrob_tests_{torch.backends.cpu.get_cpu_capability().lower()}",
 )
 
 # CI runs the property tests on a fixed example sequence, so a landing can

@@ -103,10 +103,31 @@ class FusedLoss : public torch::autograd::Function<FusedLoss> {
   }
 };
 
+// An input that a torch.func grad, vjp or jacrev differentiates reaches this
+// kernel as a TensorWrapper (FuncTorchGradWrapper) that requires grad; one
+// that forward-mode AD differentiates (jvp, jacfwd, a dual tensor) carries a
+// tangent. grads' outputs have neither a graph nor tangents, so the
+// transform would see constants and return zeros: the op refuses instead. A
+// plain tensor that requires grad is served: grads returns gradients.
+bool differentiated_by_a_transform(const at::Tensor& t) {
+  if (!t.defined()) return false;
+  if (t._fw_grad(/*level=*/0).defined()) return true;
+  return t.key_set().has(c10::DispatchKey::FuncTorchGradWrapper) && t.requires_grad();
+}
+
 GradsResult grads_autograd(c10::DispatchKeySet keys, const at::Tensor& X, const at::Tensor& W,
                            const OptionalTensor& Y, const OptionalTensor& bias,
                            OptionalString activation, c10::string_view reduction, double scale,
                            bool need_dW, bool need_dX, bool need_dY, bool need_db) {
+  const std::pair<const char*, at::Tensor> inputs[] = {
+      {"X", X}, {"W", W}, {"Y", Y.value_or(at::Tensor())}, {"bias", bias.value_or(at::Tensor())}};
+  for (const auto& [name, t] : inputs) {
+    TORCH_CHECK(!differentiated_by_a_transform(t), "relufrob: ", name,
+                " is differentiated by a torch.func transform or forward-mode AD, but grads "
+                "returns gradients, "
+                "not a graph (the transform would get zeros); differentiate relufrob.loss "
+                "instead");
+  }
   const at::AutoDispatchBelowADInplaceOrView guard;
   // Straight to the backend kernel, without a second dispatch from the top.
   return grads_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, X, W, Y, bias, activation,
