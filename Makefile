@@ -8,7 +8,7 @@ DEPS   := $(VENV)/.deps-installed
 DEV    := $(VENV)/.dev-linked
 CPP_SOURCES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
-.PHONY: test bench bench-distributed build clean lint lint-py lint-cpp format sanitize
+.PHONY: test bench bench-distributed build clean lint lint-py lint-cpp format sanitize soak
 
 test: lint build
 	$(PY) -m pytest -q tests
@@ -19,6 +19,12 @@ bench: build
 # relufrob.distributed at 1 and 2 gloo processes, rows and cols (bench/distributed.py).
 bench-distributed: build
 	$(PY) bench/distributed.py $(BENCH_ARGS)
+
+# 10 minutes of random calls over every path at 1 and 2 threads, a sample
+# judged against the float64 reference, RSS flat within 1% (tests/soak.py,
+# figures in docs/soak.md). Not part of `make test`.
+soak: build
+	$(PY) tests/soak.py $(SOAK_ARGS)
 
 build: $(DEPS) $(DEV)
 	$(PY) setup.py -q build_ext --inplace
