@@ -131,7 +131,9 @@ def test_raw_grads_op_under_a_transform_raises_not_zeros(transform):
     # torch.ops.relufrob.grads, the raw op: its outputs carry no graph, so a
     # transform of W would get zeros; its C++ autograd kernel refuses, naming W.
     X, W, Y, _ = problem()
-    with pytest.raises(RuntimeError, match="W is differentiated by a torch.func transform or forward-mode AD"):
+    with pytest.raises(
+        RuntimeError, match="W is differentiated by a torch.func transform or forward-mode AD"
+    ):
         RAW_TRANSFORMS[transform](lambda w: torch.ops.relufrob.grads(X, w, Y)[0], W)
 
 
