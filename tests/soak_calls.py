@@ -27,6 +27,7 @@ from campaign_judge import (
     expected_dtypes,
     representable,
     term_scales,
+    tolerance,
     truth,
 )
 from torch import func
@@ -157,7 +158,13 @@ def _grads_or_loss(path, rng, p, args, options):
 
 
 def _batch(rng, t, B):
-    return torch.stack([t * (1 + 0.5 * rng.random()) for _ in range(B)]) if B else t[None][:0]
+    # Powers of two keep an integer-valued problem's products exact. A
+    # random factor made x*w - x*w cancel, under FMA, to the rounding error
+    # of x*w instead of 0: a ReLU tie then falls either side, a whole term
+    # of G that the float64 judge cannot attribute (docs/math.md, Precision).
+    return (
+        torch.stack([t * rng.choice([0.5, 1.0, 2.0, 4.0]) for _ in range(B)]) if B else t[None][:0]
+    )
 
 
 def _vmap(path, rng, p, args, options):
@@ -225,6 +232,8 @@ def _per_sample(path, rng, p, args, options):
     else:
         got = relufrob.clipped_grads(X, W, Y, max_norm=max_norm, **kw)._asdict()
 
+    terms_options = {**options, "reduction": "sum"}
+
     def judge():
         up = [None if t is None else t.to(F64) for t in args]
         kw64 = {"bias": up[3], "activation": options["activation"]}
@@ -240,7 +249,14 @@ def _per_sample(path, rng, p, args, options):
                 continue
             if g.dtype in LOW and e.numel() and e.abs().max() > 0.25 * torch.finfo(g.dtype).max:
                 continue  # beyond the dtype's range: inf there is right
-            rtol, atol = parity_tolerance(name, e, mkn, dtype=X.dtype)
+            if name == "loss":
+                # Against float64 the loss's error through Z need not cancel
+                # across its squares (a constant, expanded X and W: every
+                # entry of Z carries the same rounding), so the campaign
+                # judge's allowance for the size of its terms.
+                rtol, atol = tolerance(name, e, mkn, X.dtype, term_scales(*args, terms_options))
+            else:
+                rtol, atol = parity_tolerance(name, e, mkn, dtype=X.dtype)
             torch.testing.assert_close(
                 g.to(F64),
                 e,
