@@ -22,7 +22,11 @@ bench-distributed: build
 
 # 10 minutes of random calls over every path at 1 and 2 threads, a sample
 # judged against the float64 reference, RSS flat within 1% (tests/soak.py,
-# figures in docs/soak.md). Not part of `make test`.
+# figures in docs/soak.md). Problems come from a pool of 256 shapes, as a
+# training job's do: with a fresh shape per call (SOAK_ARGS="--shapes 0")
+# RSS grows by torch's brgemm cache, one kernel per GEMM shape (docs/soak.md).
+# Not part of `make test`.
+SOAK_ARGS ?= --shapes 256
 soak: build
 	$(PY) tests/soak.py $(SOAK_ARGS)
 

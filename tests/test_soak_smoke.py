@@ -10,7 +10,7 @@ from helpers import run_python
 
 def test_a_short_soak_calls_every_path_without_a_mismatch():
     run = run_python(
-        "tests/soak.py", "--seconds", "6", "--warmup", "1", "2", "--judge-every", "2", timeout=300
+        "tests/soak.py", "--seconds", "6", "--warmup", "1", "2", "--judge-every", "4", timeout=300
     )
     out = run.stdout
     assert "calls: " in out, run.stdout[-3000:] + run.stderr[-3000:]
