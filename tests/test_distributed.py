@@ -10,14 +10,15 @@ import json
 import re
 import time
 
-import distributed_fault_cases  # noqa: F401  (its cases join CASES)
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from distributed_cases import CASES, run_rank
+from distributed_cases import CASES, import_case_modules, run_rank
 
 import relufrob.distributed as rd
+
+import_case_modules()  # every case joins CASES
 
 WORLD_SIZES = (2, 3)
 JOIN_TIMEOUT_S = 240  # spawning, every case, and the gloo timeouts of a hang
