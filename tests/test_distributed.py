@@ -1,7 +1,7 @@
 """relufrob.distributed on CPU with gloo, against single-process relufrob.
 
 Each world size (2 and 3) spawns one process group, whose ranks run every
-case of tests/distributed_cases.py; each case is then its own test here,
+case of the tests/distributed_*_cases.py modules; each case is then its own test here,
 failing with every rank's traceback. A join timeout turns a hung collective
 into a failure instead of a hung CI job.
 """
