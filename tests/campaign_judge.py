@@ -165,3 +165,14 @@ def representable(expected, dtypes) -> bool:
         if finite.numel() and finite.abs().max().item() > 0.25 * torch.finfo(dtype).max:
             return False
     return True
+
+
+def judge_one(got: dict, problem, p, options, dtypes, context="") -> bool:
+    """Hold one problem's results `got` against its float64 truth. False,
+    with nothing judged, where the truth is beyond the dtypes' range."""
+    expected = truth(*problem, options)
+    if not representable(expected, dtypes):
+        return False
+    terms = term_scales(*problem, options)
+    assert_matches(got, expected, p.mkn, p.dtype, dtypes, terms, context=context)
+    return True

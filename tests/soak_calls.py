@@ -25,6 +25,7 @@ from campaign import (
 from campaign_judge import (
     assert_matches,
     expected_dtypes,
+    judge_one,
     representable,
     term_scales,
     tolerance,
@@ -192,17 +193,8 @@ def _vmap(path, rng, p, args, options):
         dtypes = expected_dtypes(*args)
         for i in range(B):
             problem = [t[i] if n in mapped else t for n, t in zip(NAMES, batched)]
-            expected = truth(*problem, options)
-            if representable(expected, dtypes):
-                assert_matches(
-                    {k: v[i] for k, v in got.items()},
-                    expected,
-                    p.mkn,
-                    p.dtype,
-                    dtypes,
-                    term_scales(*problem, options),
-                    context=f"[{i}] ",
-                )
+            got_i = {k: v[i] for k, v in got.items()}
+            judge_one(got_i, problem, p, options, dtypes, context=f"[{i}] ")
 
     return judge
 

@@ -21,8 +21,8 @@ from campaign import (
     problems,
 )
 from campaign_judge import (
-    assert_matches,
     expected_dtypes,
+    judge_one,
     representable,
     term_scales,
     tolerance,
@@ -166,18 +166,8 @@ def test_vmap(case):
     for name, g in got.items():
         assert g.shape == (*sizes, *getattr(shape_only, name).shape), name
     for index in indices:
-        problem = one(index)
-        expected = truth(*problem, options)
-        assume(representable(expected, dtypes))
-        assert_matches(
-            {name: g[index] for name, g in got.items()},
-            expected,
-            p.mkn,
-            p.dtype,
-            dtypes,
-            term_scales(*problem, options),
-            context=f"problem {index}: ",
-        )
+        got_i = {name: g[index] for name, g in got.items()}
+        assume(judge_one(got_i, one(index), p, options, dtypes, context=f"problem {index}: "))
 
 
 def judge_summed(got, p, args, options, levels, positions, one, indices, chosen, dtypes):
