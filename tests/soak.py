@@ -69,11 +69,20 @@ def rss_bytes() -> int:
 
 
 def warm_up(rng, shapes, threads, least, most):
-    """Every path at every thread count until RSS settles (under 0.25%
-    growth over the last 15 s), for at least `least` seconds and at most
-    `most`. Returns (seconds, RSS at its start)."""
+    """Every path at every thread count (with a pool, every shape first)
+    until RSS settles (under 0.25% growth over the last 15 s), for at least
+    `least` seconds and at most `most`. Returns (seconds, RSS at its start)."""
     first = rss_bytes()
     t0 = time.monotonic()
+    # With a pool, first every shape on every path at every thread count,
+    # three times over: per-shape caches (torch's brgemm kernels, one set
+    # per thread) fill here, not during the measured calls.
+    for _ in range(3 if shapes else 0):
+        for n in threads:
+            torch.set_num_threads(n)
+            for path in PATHS:
+                for shape in shapes:
+                    run_call(path, rng, [shape])
     samples, k = [], 0
     while True:
         torch.set_num_threads(threads[k % len(threads)])
