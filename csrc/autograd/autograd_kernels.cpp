@@ -124,9 +124,8 @@ GradsResult grads_autograd(c10::DispatchKeySet keys, const at::Tensor& X, const 
   for (const auto& [name, t] : inputs) {
     TORCH_CHECK(!differentiated_by_a_transform(t), "relufrob: ", name,
                 " is differentiated by a torch.func transform or forward-mode AD, but grads "
-                "returns gradients, "
-                "not a graph (the transform would get zeros); differentiate relufrob.loss "
-                "instead");
+                "returns gradients, not a graph (the transform would get zeros); "
+                "differentiate relufrob.loss instead");
   }
   const at::AutoDispatchBelowADInplaceOrView guard;
   // Straight to the backend kernel, without a second dispatch from the top.

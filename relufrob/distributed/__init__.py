@@ -120,7 +120,7 @@ def grads(
         parallel=parallel,
         group=group,
         activation=activation,
-        scale=sum_scale(reduction, agreement),
+        reduction_and_scale=sum_scale(reduction, agreement),
         need=need,
     )
     return make_grads(f, (dW, dX, dY, db), need, bias is not None)

@@ -34,7 +34,7 @@ class LossPlan:
     parallel: str
     group: Any
     activation: Optional[str]
-    scale: tuple[str, float]  # _compute.sum_scale's (reduction, scale) for the op
+    reduction_and_scale: tuple[str, float]  # _compute.sum_scale's, for the op
     need: tuple[bool, bool, bool, bool]  # need_dW, need_dX, need_dY, need_db
 
 
@@ -50,7 +50,7 @@ class ShardedLoss(torch.autograd.Function):
             parallel=plan.parallel,
             group=plan.group,
             activation=plan.activation,
-            scale=plan.scale,
+            reduction_and_scale=plan.reduction_and_scale,
             need=plan.need,
             reduce_dX=False,
         )

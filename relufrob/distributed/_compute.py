@@ -123,13 +123,13 @@ def compute_and_reduce(
     parallel: str,
     group,
     activation: Optional[str],
-    scale: tuple[str, float],
+    reduction_and_scale: tuple[str, float],
     need: tuple[bool, bool, bool, bool],
     reduce_dX: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(loss, dW, dX, dY, db) of the whole problem as this rank sees it.
 
-    `scale`: sum_scale's (reduction, scale). The op runs once on the local
+    `reduction_and_scale`: sum_scale's, for the op. The op runs once on the local
     shard, then the outputs that are sums over shards are all-reduced
     together in one buffer. Gradients not in `need`
     (need_dW, need_dX, need_dY, need_db) stay (0,)-shaped placeholders. With
@@ -156,8 +156,8 @@ def compute_and_reduce(
                 Y,
                 bias=bias,
                 activation=activation,
-                reduction=scale[0],
-                scale=scale[1],
+                reduction=reduction_and_scale[0],
+                scale=reduction_and_scale[1],
                 need_dW=need_dW,
                 need_dX=need_dX,
                 need_dY=need_dY,
