@@ -76,7 +76,7 @@ const char* gemm_backend_name(GemmBackend backend);
 // kMatmulVecs accumulators plus kMatmulVecs loaded vectors and a broadcast
 // must fit the register file (16 on SSE2/AVX2, 32 on AVX-512). The small
 // kernel works on groups of kGroupPanels x kPanelRows rows, and takes
-// problems of up to kDirectMaxMacs multiply-adds per GEMM (grads_cpu.cpp).
+// problems of up to kDirectMaxMacs multiply-adds per GEMM (grads_instances.h).
 // (I only tags the type: two ISAs with equal blocking stay distinct types.)
 template <CpuIsa I, int VecBytes, int PanelRows, int64_t DirectMaxMacs>
 struct IsaTraits {

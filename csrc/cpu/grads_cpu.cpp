@@ -1,35 +1,20 @@
-// CPU implementation of relufrob::grads: picks the direct loops for small
-// problems and the row-blocked GEMM pipeline otherwise, each compiled for the
-// active ISA (cpu_isa.h).
+// CPU implementation of relufrob::grads: the kernel for the plan's dtypes and
+// the active ISA (cpu_isa.h), each compiled in its own file (grads_kernels.h).
 #include "../common/dtype_dispatch.h"
 #include "../common/grads_op.h"
-#include "blocked_kernel.h"
 #include "cpu_isa.h"
-#include "direct_kernel.h"
+#include "grads_kernels.h"
 
 #include <torch/library.h>
 
 namespace relufrob::cpu {
 namespace {
 
-// The fused small kernel beats three BLAS calls while W (and its transpose)
-// stay in L2 and the problem is small enough that BLAS set-up dominates; how
-// small depends on the ISA (cpu_isa.h).
-constexpr int64_t kDirectMaxDim = 256;
-
-template <typename Isa>
-bool use_direct(const GradsPlan& p) {
-  return p.M * p.K * p.N <= Isa::kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
-}
-
-// scalar_t: X and W; target_t: Y and bias (see direct_grads).
+// scalar_t: X and W; target_t: Y and bias (see grads_kernels.h).
 template <typename scalar_t, typename target_t>
 void run_typed(GradsPlan& p) {
-  const double sum = dispatch_isa([&](auto isa) {
-    using Isa = decltype(isa);
-    return use_direct<Isa>(p) ? direct_grads<Isa, scalar_t, target_t>(p)
-                              : blocked_grads<Isa, scalar_t, target_t>(p);
-  });
+  const double sum =
+      dispatch_isa([&](auto isa) { return grads_on_isa<decltype(isa), scalar_t, target_t>(p); });
   *p.loss.data_ptr<target_t>() = static_cast<target_t>(sum * p.scale);
 }
 
