@@ -1,11 +1,12 @@
 // The Python extension module relufrob._C. Importing it runs the static
 // TORCH_LIBRARY registrations. Besides build facts and which CPU kernels
-// run, it offers grads_fast, a
-// METH_FASTCALL binding of relufrob::grads: the op still goes through the
-// dispatcher, but skips torch.ops' (and pybind11's) generic argument handling,
-// which costs several times more than the whole 10x4x4 computation.
+// run, it offers grads_fast and per_sample_fast, METH_FASTCALL bindings of
+// relufrob::grads and relufrob::per_sample_grads: the op still goes through
+// the dispatcher, but skips torch.ops' (and pybind11's) generic argument
+// handling, which costs several times more than the whole 10x4x4 computation.
 #include "build_config.h"
 #include "common/grads_op.h"
+#include "common/per_sample_op.h"
 #include "cpu/cpu_isa.h"
 #include "cpu/tiled_gemm.h"
 
@@ -49,6 +50,14 @@ bool string_arg(PyObject* obj, bool none_ok, std::optional<std::string_view>& ou
   return true;
 }
 
+// Other Python threads may run while a real problem computes; for a tiny one,
+// releasing and retaking the GIL would cost more than the work. (The size is
+// taken in double: the inputs are not validated yet.)
+bool tiny_problem(const at::Tensor& X, const at::Tensor& W) {
+  return static_cast<double>(X.numel()) * static_cast<double>(W.dim() > 1 ? W.size(1) : 0) <
+         65536.0;
+}
+
 // relufrob.grads' fast path, as a METH_FASTCALL function: for a 10x4x4
 // problem pybind11's generic argument handling and building the named tuple
 // in Python cost as much as everything else together. Arguments:
@@ -86,13 +95,8 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor& W = THPVariable_Unpack(args[1]);
   relufrob::GradsResult out;
   {
-    // Other Python threads may run while a real problem computes; for a tiny
-    // one, releasing and retaking the GIL would cost more than the work. (The
-    // size is taken in double: the inputs are not validated yet.)
-    const bool tiny =
-        static_cast<double>(X.numel()) * static_cast<double>(W.dim() > 1 ? W.size(1) : 0) < 65536.0;
     std::optional<py::gil_scoped_release> no_gil;
-    if (!tiny) no_gil.emplace();
+    if (!tiny_problem(X, W)) no_gil.emplace();
     out = relufrob::call_grads_op(X, W, Y, bias, options, want);
   }
   auto& [loss, dW, dX, dY, db] = out;
@@ -115,9 +119,54 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// The per-sample functions' fast path, as grads_fast is grads': arguments
+// (X, W, Y, bias, activation, max_norm, route, need_dW, need_db), max_norm a
+// float or None (validated by the caller); returns the op's 4-tuple, or None
+// for arguments it does not take.
+PyObject* per_sample_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  TORCH_CHECK_TYPE(nargs == 9, "relufrob._C.per_sample_fast: bad call");
+  std::optional<at::Tensor> Y, bias;
+  std::optional<std::string_view> activation, route;
+  if (!THPVariable_Check(args[0]) || !THPVariable_Check(args[1]) || !optional_tensor(args[2], Y) ||
+      !optional_tensor(args[3], bias) || !string_arg(args[4], true, activation) ||
+      !(args[5] == Py_None || PyFloat_CheckExact(args[5])) || !string_arg(args[6], false, route) ||
+      !PyBool_Check(args[7]) || !PyBool_Check(args[8])) {
+    Py_RETURN_NONE;
+  }
+  const at::Tensor& X = THPVariable_Unpack(args[0]);
+  const at::Tensor& W = THPVariable_Unpack(args[1]);
+  // float16/bfloat16 are widened by the caller's general path.
+  for (const at::Tensor* t : {&X, &W, Y ? &*Y : &X, bias ? &*bias : &X}) {
+    if (t->scalar_type() != at::kFloat && t->scalar_type() != at::kDouble) Py_RETURN_NONE;
+  }
+  const std::optional<double> max_norm =
+      args[5] == Py_None ? std::nullopt : std::optional<double>(PyFloat_AS_DOUBLE(args[5]));
+  relufrob::PerSampleResult out;
+  {
+    std::optional<py::gil_scoped_release> no_gil;
+    if (!tiny_problem(X, W)) no_gil.emplace();
+    out = relufrob::per_sample_op().call(X, W, Y, bias, relufrob::to_schema(activation), max_norm,
+                                         c10::string_view(route->data(), route->size()),
+                                         args[7] == Py_True, args[8] == Py_True);
+  }
+  auto& [loss, norms, dW, db] = out;
+  PyObject* result = PyTuple_New(4);
+  if (!result) return nullptr;
+  PyTuple_SET_ITEM(result, 0, THPVariable_Wrap(std::move(loss)));
+  PyTuple_SET_ITEM(result, 1, THPVariable_Wrap(std::move(norms)));
+  PyTuple_SET_ITEM(result, 2, THPVariable_Wrap(std::move(dW)));
+  PyTuple_SET_ITEM(result, 3, THPVariable_Wrap(std::move(db)));
+  return result;
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef fast_methods[] = {
     {"grads_fast", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(grads_fast)),
      METH_FASTCALL, "relufrob.grads' fast path (see python_module.cpp)."},
+    {"per_sample_fast",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(per_sample_fast)), METH_FASTCALL,
+     "The per-sample functions' fast path (see python_module.cpp)."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -15,6 +15,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _compat
+from ._C import per_sample_fast as _per_sample_fast
 from ._library import functorch
 from ._library.checks import explain_failure
 from ._types import ClippedGrads, PerSampleNorms
@@ -22,19 +24,33 @@ from ._types import ClippedGrads, PerSampleNorms
 __all__ = ["clipped_grads", "per_sample_grad_norms"]
 
 _op = torch.ops.relufrob.per_sample_grads.default
+_is_compiling = torch.compiler.is_compiling
+_has_torch_function = torch.overrides.has_torch_function
+_interpreter_stack = _compat.interpreter_stack  # None outside torch.func transforms
 _LOW = (torch.float16, torch.bfloat16)
 
 
 def _call(fn, X, W, Y, bias, activation, max_norm, need_dW, need_db, route):
     """The op on float32/float64 inputs (float16/bfloat16 widened to float32:
     the kernels take those two), its results back in the inputs' dtypes."""
-    if _transforms_active():
+    fast = not _is_compiling()
+    if fast and _interpreter_stack() is not None:  # a torch.func transform
         functorch.refuse_differentiated_grads(X, W, Y, bias, fn=fn)
-    args = (X, W, Y, bias)
-    low = [t for t in args if isinstance(t, Tensor) and t.dtype in _LOW]
-    if low:
-        args = tuple(t.float() if isinstance(t, Tensor) and t.dtype in _LOW else t for t in args)
+        fast = False
     try:
+        # The direct binding where no compile, mode, subclass or transform
+        # needs torch.ops' Python entry (as relufrob.grads; ops.py). It takes
+        # float32/float64 tensors only, and answers None to anything else.
+        if fast and not _has_torch_function((X, W, Y, bias)):
+            out = _per_sample_fast(X, W, Y, bias, activation, max_norm, route, need_dW, need_db)
+            if out is not None:
+                return out
+        args = (X, W, Y, bias)
+        low = any(isinstance(t, Tensor) and t.dtype in _LOW for t in args)
+        if low:
+            args = tuple(
+                t.float() if isinstance(t, Tensor) and t.dtype in _LOW else t for t in args
+            )
         out = _op(
             *args,
             activation=activation,
@@ -56,9 +72,6 @@ def _call(fn, X, W, Y, bias, activation, max_norm, need_dW, need_db, route):
         dW.to(W.dtype) if need_dW else dW,
         db.to(bias.dtype) if need_db else db,
     )
-
-
-_transforms_active = functorch.transforms_active
 
 
 def per_sample_grad_norms(

@@ -226,13 +226,25 @@ def _per_sample(path, rng, p, args, options):
 
     terms_options = {**options, "reduction": "sum"}
 
-    def judge():
-        up = [None if t is None else t.to(F64) for t in args]
-        kw64 = {"bias": up[3], "activation": options["activation"]}
+    def reference_at(dtype_of):
+        a = [None if t is None else dtype_of(t) for t in args]
+        kw_a = {"bias": a[3], "activation": options["activation"]}
         if path == "per-sample-norms":
-            ref = reference.per_sample_grad_norms(up[0], up[1], up[2], **kw64)._asdict()
-        else:
-            ref = reference.clipped_grads(up[0], up[1], up[2], max_norm=max_norm, **kw64)._asdict()
+            return reference.per_sample_grad_norms(a[0], a[1], a[2], **kw_a)._asdict()
+        return reference.clipped_grads(a[0], a[1], a[2], max_norm=max_norm, **kw_a)._asdict()
+
+    def judge():
+        ref = reference_at(lambda t: t.to(F64))
+        # Plain PyTorch in float32, on the same float32 inputs: how far
+        # that precision alone lands from the float64 truth. Constant,
+        # expanded inputs make every sample's rounding the same, so errors
+        # add over the samples instead of cancelling, and a clip factor
+        # C / norm_b carries its norm's relative error into every entry
+        # (measured: float32 (61, 45, 27), expanded X and W, db 4.8e-6
+        # relative off, relufrob and the float32 reference alike). Twice
+        # that error is allowed on top of the parity rule; a wrong clip
+        # factor or a missed sample is still far outside it.
+        ref_same = reference_at(lambda t: t) if X.dtype == F32 else None
         mkn = (math.prod(X.shape[:-1]), X.shape[-1], W.shape[1])  # as tests/test_per_sample_*
         for name, g in got.items():
             e = ref[name]
@@ -249,6 +261,9 @@ def _per_sample(path, rng, p, args, options):
                 rtol, atol = tolerance(name, e, mkn, X.dtype, term_scales(*args, terms_options))
             else:
                 rtol, atol = parity_tolerance(name, e, mkn, dtype=X.dtype)
+            if ref_same is not None and e.numel():
+                own = (ref_same[name].to(F64) - e).abs().nan_to_num(nan=0.0, posinf=0.0)
+                atol = max(atol, 2 * own.max().item())
             torch.testing.assert_close(
                 g.to(F64),
                 e,

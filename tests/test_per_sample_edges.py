@@ -126,3 +126,25 @@ def test_compiled_matches_eager():
     eager = relufrob.clipped_grads(X, W, Y, max_norm=0.5, **kw)
     for a, e in zip(got, eager):
         torch.testing.assert_close(a, e)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bias", [None, "row"])
+def test_direct_binding_equals_the_op(dtype, bias):
+    """The functions' direct binding (relufrob._C.per_sample_fast) and the
+    op through torch.ops give the same bits; float16/bfloat16 take the
+    widening path, which the binding declines."""
+    X, W, Y, kw = problem((7, 3), 5, 4, dtype=dtype, bias=bias)
+    fast = relufrob._C.per_sample_fast(
+        X, W, Y, kw["bias"], "relu", 1.0, "auto", True, bias is not None
+    )
+    if dtype in (torch.float16, torch.bfloat16):
+        assert fast is None
+        return
+    op = torch.ops.relufrob.per_sample_grads(
+        X, W, Y, kw["bias"], max_norm=1.0, need_db=bias is not None
+    )
+    got = relufrob.clipped_grads(X, W, Y, max_norm=1.0, **kw)
+    for a, b in zip(fast, op):
+        assert torch.equal(a, b)
+    assert torch.equal(got.dW, op[2]) and torch.equal(got.norms, op[1])

@@ -89,6 +89,10 @@ double reduction_scale(std::string_view reduction, int64_t numel);
 // ValueError.
 bool parse_activation(const std::optional<std::string_view>& activation);
 
+// An uninitialised output tensor; on CPU without a trip through the
+// dispatcher.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options);
+
 // Validates the arguments (raising ValueError/TypeError that name X, W, Y,
 // bias, activation or reduction) and allocates the outputs on X's device.
 // Y and bias may be undefined tensors (None).

@@ -59,7 +59,7 @@ PerSamplePlan make_per_sample_plan(const at::Tensor& X, const at::Tensor& W, con
   ps.route = choose_route(ps.T, p.K, p.N, route);
   ps.clip = max_norm.has_value();
   ps.max_norm = max_norm.value_or(0.0);
-  ps.norms = at::empty({ps.B}, X.options().dtype(p.target_dtype));
+  ps.norms = empty_output({ps.B}, X.options().dtype(p.target_dtype));
   return ps;
 }
 
