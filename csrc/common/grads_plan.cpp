@@ -235,10 +235,9 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
 
   const auto opts = X.options();
   const auto target_opts = opts.dtype(p.target_dtype);
-  const auto empty_as = empty_output;
   const auto empty = [&](at::IntArrayRef sizes) { return empty_output(sizes, opts); };
   const auto placeholder = [&] { return empty({0}); };
-  p.loss = empty_as({}, target_opts);
+  p.loss = empty_output({}, target_opts);
   p.dW = want.dW ? empty({K, N}) : placeholder();
   // A view is a dispatcher call too; 2-D outputs need none.
   const auto as_2d = [](const at::Tensor& t, int64_t rows, int64_t cols) {
@@ -251,13 +250,13 @@ GradsPlan make_grads_plan(const at::Tensor& X, const at::Tensor& W, const at::Te
     p.dX = placeholder();
   }
   if (want.dY) {
-    p.dY = empty_as(Y.sizes(), target_opts);
+    p.dY = empty_output(Y.sizes(), target_opts);
     p.dY2 = as_2d(p.dY, p.M, N);
   } else {
     p.dY = placeholder();
   }
   if (want.db) {
-    p.db = empty_as(bias.sizes(), target_opts);
+    p.db = empty_output(bias.sizes(), target_opts);
     if (bias_kind == BiasKind::kFull) p.db2 = as_2d(p.db, p.M, N);
   } else {
     p.db = placeholder();
