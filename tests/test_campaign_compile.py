@@ -92,4 +92,4 @@ def test_compiled(fresh_dynamo, p, path, chosen):
     dtypes = expected_dtypes(*args)
     assume(representable(expected, dtypes))
     got = compiled_run(path, chosen, args, options)
-    assert_matches(got, expected, p.mkn, p.dtype, dtypes, term_scales(*args, options))
+    assert_matches(got, expected, p.mkn, p.dtype, dtypes, term_scales(*args, options, expected))

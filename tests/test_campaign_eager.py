@@ -88,7 +88,7 @@ def judge(p, path, chosen, args, options, compute_dtype=None, effective=None):
         dtypes = {f: None if t is None else t.dtype for f, t in zip(ref._fields, ref)}
     assume(representable(expected, dtypes))
     got = run(path, chosen, *args, options)
-    terms = term_scales(X, W, Y, b, options)
+    terms = term_scales(X, W, Y, b, options, expected)
     assert_matches(got, expected, p.mkn, compute_dtype or X.dtype, dtypes, terms)
 
 

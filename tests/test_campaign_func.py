@@ -87,4 +87,4 @@ def test_reverse_transforms(p, how, chosen):
     assume(representable(expected, dtypes))
     got = transformed(how, idx, args, options)
     got = {k if k == "loss" else FIELDS[NAMES[k]]: v for k, v in got.items()}
-    assert_matches(got, expected, p.mkn, p.dtype, dtypes, term_scales(*args, options))
+    assert_matches(got, expected, p.mkn, p.dtype, dtypes, term_scales(*args, options, expected))

@@ -187,8 +187,10 @@ def judge_summed(got, p, args, options, levels, positions, one, indices, chosen,
         for index in indices:
             key = tuple(index[i] for i in own)
             problem = one(index)
-            e = getattr(truth(*problem, options), field)
-            rtol, atol = tolerance(field, e, p.mkn, p.dtype, term_scales(*problem, options))
+            expected = truth(*problem, options)
+            e = getattr(expected, field)
+            terms = term_scales(*problem, options, expected)
+            rtol, atol = tolerance(field, e, p.mkn, p.dtype, terms)
             total, allowed = groups.get(key, (0, 0.0))
             largest = e.abs().max().item() if e.numel() else 0.0
             groups[key] = (total + e, allowed + atol + rtol * largest)
