@@ -28,6 +28,7 @@ __all__ = [
     "op_argument_names",
     "require",
     "transforms_active",
+    "unwrap_if_dead",
 ]
 
 
@@ -62,6 +63,13 @@ ENTRIES = (
         "unwrap",
         "torch._C._functorch:get_unwrapped",
         "as is_wrapped: the tensor under one transform wrapper",
+    ),
+    Entry(
+        "unwrap_if_dead",
+        "torch._C._functorch:unwrap_if_dead",
+        "a backward run after its transform level has exited (vjp's pullback) holds that "
+        "level's dead wrappers; a second derivative formed there must start from the "
+        "tensors under them, as autograd.Function.apply does; no public API unwraps them",
     ),
     Entry(
         "interpreters",
@@ -156,6 +164,7 @@ interpreter_stack = _bound("interpreter_stack")  # None outside transforms
 functorch_level = _bound("wrapper_level")
 _is_wrapped = _bound("is_wrapped")
 _get_unwrapped = _bound("unwrap")
+unwrap_if_dead = _bound("unwrap_if_dead")
 check_value = _bound("check_value")
 dispatch_has_kernel = _bound("dispatch_has_kernel")
 

@@ -89,7 +89,25 @@ def _autograd(F, i):
     return backward_of
 
 
-_BUILD = {"grad": _grad, "vjp": _vjp, "jacrev": _jacrev, "autograd": _autograd}
+def _create_graph(F, i):
+    """torch.autograd.grad(..., create_graph=True) inside the enclosing level:
+    a gradient that the level around it (a grad, vjp or jacrev of the same
+    argument, or plain autograd) differentiates again at its own level."""
+
+    def gradient_of(*a):
+        (g,) = torch.autograd.grad(scalar(F(*a)), a[i], create_graph=True)
+        return g
+
+    return gradient_of
+
+
+_BUILD = {
+    "grad": _grad,
+    "vjp": _vjp,
+    "jacrev": _jacrev,
+    "autograd": _autograd,
+    "create_graph": _create_graph,
+}
 
 
 def batched_args(variant, over="inputs"):
@@ -148,6 +166,18 @@ def chains(variant, depth):
     if depth == 1:
         return [(lv,) for lv in levels]
     return [(a, b) for a in levels for b in levels]
+
+
+def same_level_chains(variant):
+    """A gradient taken by torch.autograd.grad(create_graph=True) inside a
+    level that differentiates the same argument: second order within one
+    level (and the same under plain autograd and inside a vmap)."""
+    out = []
+    for a in wrt_choices(variant):
+        for outer in (*DIFF, "autograd"):
+            out.append(((outer, a), ("create_graph", a)))
+            out.append((("vmap", None), (outer, a), ("create_graph", a)))
+    return [c for c in out if not (c[0][0] == "vmap" and c[1][0] == "autograd")]
 
 
 def chain_id(chain) -> str:

@@ -19,6 +19,7 @@ from func_compositions import (
     chain_id,
     chains,
     inputs,
+    same_level_chains,
     wrt_choices,
 )
 from torch import func
@@ -69,6 +70,20 @@ def test_plain_autograd_outside_a_transform(variant, chain):
     # torch.autograd.grad from outside, through one transform's result: the
     # issue's .backward() through vmap(relufrob.loss) dropped the graph.
     assert_chain_matches(chain, variant)
+
+
+@pytest.mark.parametrize(
+    "variant,chain",
+    [pytest.param(v, c, id=f"{v}-{chain_id(c)}") for v in VARIANTS for c in same_level_chains(v)],
+)
+def test_second_order_within_one_level(variant, chain):
+    # torch.autograd.grad(create_graph=True) inside torch.func.grad (a
+    # gradient penalty in a functional training step): the level that took
+    # the first gradient differentiates it again. The second derivative
+    # came back as zeros.
+    got, expected = assert_chain_matches(chain, variant)
+    if VARIANTS[variant].get("activation", "relu") is None or chain[-1][1] in ("X", "W"):
+        assert expected.abs().sum() > 0
 
 
 @pytest.mark.parametrize("over", ["W", "all"])

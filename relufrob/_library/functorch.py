@@ -105,55 +105,23 @@ class FusedLoss(torch.autograd.Function):
         _, dW, dX, dY, db, G = output
         ctx.save_for_backward(X, W, Y, bias, dW, dX, dY, db, G)
         ctx.activation, ctx.reduction, ctx.batched = activation, reduction, batched
-        ctx.mark_non_differentiable(dW, dX, dY, db, G)
+        # The gradients stay differentiable: a backward at this node's own
+        # level (torch.autograd.grad(create_graph=True) inside torch.func.grad)
+        # returns them scaled, and the level then differentiates those. Their
+        # cotangents reach backward; unused ones come as None.
+        ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx, g, *_):
-        X, W, Y, bias, dW, dX, dY, db, G = ctx.saved_tensors
-        batched = ctx.batched
-        K, N = W.shape
-        problems = X.shape[0] if batched else 1
-        rows = _lead(X, batched)
-        row_bias = bias is not None and bias.dim() == 1
-        g_p = g.reshape(problems)
-
-        def times(t):
-            """t scaled by each problem's g. (g is never broadcast as a 0-dim
-            tensor: vmap over an empty batch fails on that in torch 2.14.)"""
-            return g_p.reshape(problems, *[1] * (t.dim() - 1)) * t
-
-        if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
-            # A derivative of this backward is wanted (grad of grad, hessian):
-            # the gradients again, from differentiable ops.
-            scale = 1.0 if ctx.reduction == "sum" else 1.0 / (rows * N) if rows * N else math.inf
-            R, G = differentiable_terms(X, W, Y, bias, ctx.activation, scale)
-            dY = None if Y is None else (-2.0 * scale) * R
-            dX = G.to(X.dtype) @ W.t()
-            G = G.reshape(problems, rows, N)
-        elif G.dim() == 1:  # a single problem, or stacked ones that ran one by one
-            G = None
-        else:
-            G = G.reshape(problems, rows, N)
-        g_db = None
-        if G is None:
-            g_dW = times(dW).sum(0) if batched else times(dW)
-            if bias is not None:
-                g_db = times(db).sum(0) if row_bias and batched else times(db)
-        else:
-            # dW = Σ_b g_b X_bᵀ G_b, as one GEMM over the stacked rows.
-            gG = times(G)
-            g_dW = X.reshape(problems * rows, K).t() @ gG.reshape(problems * rows, N).to(X.dtype)
-            if bias is not None:
-                g_db = gG.sum((0, 1)) if row_bias else gG.reshape(bias.shape)
-        return (
-            times(dX).reshape(X.shape),
-            g_dW,
-            None if Y is None else times(dY).reshape(Y.shape),
-            g_db,
-            None,
-            None,
-            None,
+    def backward(ctx, g, *cotangents):
+        inputs = ctx.saved_tensors[:4]
+        first = (None,) * 4 if g is None else _through_the_loss(ctx, g)
+        if all(c is None for c in cotangents):
+            return (*first, None, None, None)
+        second = _through_the_gradients(ctx, cotangents)
+        summed = tuple(
+            a if b is None else b if a is None else a + b.to(a.dtype) for a, b in zip(first, second)
         )
+        return (*(None if t is None else s for s, t in zip(summed, inputs)), None, None, None)
 
     @staticmethod
     def jvp(ctx, *tangents):
@@ -164,6 +132,114 @@ class FusedLoss(torch.autograd.Function):
         return _vmap_rule(
             info.batch_size, in_dims[:4], X, W, Y, bias, activation, reduction, batched
         )
+
+
+def _through_the_loss(ctx, g):
+    """The inputs' gradients through the loss output, g times the fused ones."""
+    X, W, Y, bias, dW, dX, dY, db, G = ctx.saved_tensors
+    batched = ctx.batched
+    K, N = W.shape
+    problems = X.shape[0] if batched else 1
+    rows = _lead(X, batched)
+    row_bias = bias is not None and bias.dim() == 1
+    g_p = g.reshape(problems)
+
+    def times(t):
+        """t scaled by each problem's g. (g is never broadcast as a 0-dim
+        tensor: vmap over an empty batch fails on that in torch 2.14.)"""
+        return g_p.reshape(problems, *[1] * (t.dim() - 1)) * t
+
+    if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
+        # A derivative of this backward is wanted (grad of grad, hessian):
+        # the gradients again, from differentiable ops.
+        scale = 1.0 if ctx.reduction == "sum" else 1.0 / (rows * N) if rows * N else math.inf
+        R, G = differentiable_terms(X, W, Y, bias, ctx.activation, scale)
+        dY = None if Y is None else (-2.0 * scale) * R
+        dX = G.to(X.dtype) @ W.t()
+        G = G.reshape(problems, rows, N)
+    elif G.dim() == 1:  # a single problem, or stacked ones that ran one by one
+        G = None
+    else:
+        G = G.reshape(problems, rows, N)
+    g_db = None
+    if G is None:
+        g_dW = times(dW).sum(0) if batched else times(dW)
+        if bias is not None:
+            g_db = times(db).sum(0) if row_bias and batched else times(db)
+    else:
+        # dW = Σ_b g_b X_bᵀ G_b, as one GEMM over the stacked rows.
+        gG = times(G)
+        g_dW = vmap_rules.xt_g(
+            X.reshape(problems * rows, K), gG.reshape(problems * rows, N).to(X.dtype)
+        )
+        if bias is not None:
+            g_db = gG.sum((0, 1)) if row_bias else gG.reshape(bias.shape)
+    return (
+        times(dX).reshape(X.shape),
+        g_dW,
+        None if Y is None else times(dY).reshape(Y.shape),
+        g_db,
+    )
+
+
+def _through_the_gradients(ctx, cotangents):
+    """The inputs' gradients through FusedLoss's gradient outputs (dW, dX,
+    dY, db, G), given their cotangents: the second derivative, when a
+    backward of this node is differentiated at the node's own level.
+
+    The gradients are formed again from differentiable ops, shaped as the
+    forward returned them, and pulled back by torch.func.vjp, which works
+    whether this node's level is live (grad) or has exited (vjp's pullback)
+    and stays differentiable for the levels outside.
+    """
+    X, W, Y, bias, *fused = ctx.saved_tensors
+    present = [i for i, t in enumerate((X, W, Y, bias)) if t is not None]
+    used = [k for k, c in enumerate(cotangents) if c is not None]
+
+    def gradients(*args):
+        full = [None] * 4
+        for i, t in zip(present, args):
+            full[i] = t
+        again = _differentiable_gradients(*full, ctx.activation, ctx.reduction, ctx.batched, fused)
+        return tuple(again[k] for k in used)
+
+    args = [_compat.unwrap_if_dead((X, W, Y, bias)[i]) for i in present]
+    again, pullback = torch.func.vjp(gradients, *args)
+    cots = tuple(
+        torch.zeros_like(o) if o is None or c is None else c.to(o.dtype)
+        for o, c in zip(again, (cotangents[k] for k in used))
+    )
+    pulled = pullback(cots)
+    out = [None] * 4
+    for i, t in zip(present, pulled):
+        out[i] = t
+    return tuple(out)
+
+
+def _differentiable_gradients(X, W, Y, bias, activation, reduction, batched, fused):
+    """FusedLoss's (dW, dX, dY, db, G) from differentiable ops, each shaped as
+    its fused counterpart in `fused` (None where that is a placeholder)."""
+    dW, dX, dY, db, G = fused
+    K, N = W.shape
+    problems = X.shape[0] if batched else 1
+    rows = _lead(X, batched)
+    scale = 1.0 if reduction == "sum" else 1.0 / (rows * N) if rows * N else math.inf
+    R, Gd = differentiable_terms(X, W, Y, bias, activation, scale)
+    per_problem = Gd.reshape(problems, rows, N) if batched else Gd.reshape(rows, N)
+    out_dW = out_db = None
+    if dW.dim() > 1:
+        Xs = X.reshape(problems, rows, K) if batched else X.reshape(rows, K)
+        out_dW = vmap_rules.xt_g(Xs, per_problem.to(X.dtype))
+    if bias is not None:
+        # An (N,) bias sums its rows (per problem when stacked); a full one is G.
+        out_db = Gd.reshape(db.shape) if Gd.numel() == db.numel() else per_problem.sum(-2)
+    return (
+        out_dW,
+        (Gd.to(X.dtype) @ W.t()).reshape(dX.shape),
+        None if Y is None else ((-2.0 * scale) * R).reshape(dY.shape),
+        out_db,
+        per_problem if G.dim() > 1 else None,
+    )
 
 
 def _vmap_rule(size, in_dims, X, W, Y, bias, activation, reduction, batched):
@@ -243,15 +319,29 @@ def _with_dW(out, X):
     if G.dim() == 1:
         return out
     K = X.shape[-1]
-    if G.dim() == 2:
-        dW = X.reshape(G.shape[0], K).t() @ G.to(X.dtype)
-    else:  # a stack: (P, rows, N)
-        dW = torch.bmm(X.reshape(*G.shape[:2], K).transpose(1, 2), G.to(X.dtype))
+    dW = vmap_rules.xt_g(X.reshape(*G.shape[:-1], K), G.to(X.dtype))  # G: (rows, N) or (P, rows, N)
     return (loss, dW, dX, dY, db, G.new_empty((0,)))
 
 
+_loss_op = torch.ops.relufrob.loss.default
+
+
 def loss(X, W, Y, bias, activation, reduction):
+    if not _differentiated((X, W, Y, bias)):
+        # Only vmap levels: the op's own vmap rule, no autograd.Function
+        # (whose functorch machinery costs far more than the call itself).
+        return _loss_op(X, W, Y, bias=bias, activation=activation, reduction=reduction)
     return FusedLoss.apply(X, W, Y, bias, activation, reduction, False)[0]
+
+
+def _differentiated(tensors) -> bool:
+    """Whether anything may differentiate the loss of these inputs: a live
+    grad or jvp level, or plain autograd through an input that requires grad."""
+    if any(_compat.is_differentiating_level(i) for i in _compat.live_interpreters()):
+        return True
+    return any(
+        isinstance(t, torch.Tensor) and _compat.functorch_unwrap(t).requires_grad for t in tensors
+    )
 
 
 def refuse_differentiated_grads(X, W, Y, bias, *, fn: str = "relufrob.grads") -> None:

@@ -21,9 +21,20 @@ import torch
 
 from .checks import check_args, check_scale, target_dtype
 
-__all__ = ["batched_grads", "check_problem", "op_options", "register"]
+__all__ = ["batched_grads", "check_problem", "op_options", "register", "xt_g"]
 
 _grads_op = torch.ops.relufrob.grads.default
+
+
+def xt_g(X, G):
+    """Xᵀ G over the last two dimensions: dW of each problem, X (…, rows, K)
+    and G (…, rows, N). A problem of one row (per-sample gradients) is an
+    outer product, formed as a broadcast multiply: CPU bmm runs a batch of
+    rank-1 products one by one, 1 ms for 128 of 64×64 against 34 µs (and a
+    product of one term is the same number either way)."""
+    if X.shape[-2] == 1:
+        return X.transpose(-1, -2) * G
+    return X.transpose(-1, -2) @ G
 
 
 def _front(t, dim, size):
@@ -174,7 +185,7 @@ def batched_grads(size, in_dims, X, W, Y, bias, options, need, want_g=False):
     dW = dX = dY = db = placeholder
     if need[0]:
         Gb = G.view(size, rows, N).to(X.dtype)
-        dW = torch.bmm(Xf.view(size, rows, K).transpose(1, 2), Gb)
+        dW = xt_g(Xf.view(size, rows, K), Gb)
     if need[1]:
         dX = (dXf * c).view(size, *x_shape)
     if need[2]:
