@@ -24,6 +24,27 @@ namespace {
 // package at import.
 PyObject* grads_type = nullptr;
 PyObject* grads_with_bias_type = nullptr;
+// relufrob.PerSampleNorms and relufrob.ClippedGrads, likewise.
+PyObject* norms_type = nullptr;
+PyObject* clipped_type = nullptr;
+
+// An instance of the named tuple `type` holding `items` (references stolen).
+// A named tuple is a plain tuple subclass with no fields of its own, so its
+// instance is allocated and filled as a tuple is: no intermediate tuples
+// (tuple.__new__ would copy from one).
+PyObject* named_tuple(PyObject* type, std::initializer_list<PyObject*> items) {
+  auto* t = reinterpret_cast<PyTypeObject*>(type);
+  PyObject* result = t->tp_alloc(t, static_cast<Py_ssize_t>(items.size()));
+  Py_ssize_t i = 0;
+  for (PyObject* item : items) {
+    if (result) {
+      PyTuple_SET_ITEM(result, i++, item);
+    } else {
+      Py_XDECREF(item);
+    }
+  }
+  return result;
+}
 
 // A tensor argument that may be None: nullopt for None, false for anything
 // else that is not a tensor.
@@ -104,28 +125,24 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!wanted) Py_RETURN_NONE;
     return THPVariable_Wrap(std::move(t));
   };
-  // A named tuple is a plain tuple subclass with no fields of its own, so
-  // its instance is allocated and filled as a tuple is: no intermediate
-  // tuples (tuple.__new__ would copy from one).
-  auto* type = reinterpret_cast<PyTypeObject*>(bias ? grads_with_bias_type : grads_type);
-  PyObject* result = type->tp_alloc(type, bias ? 5 : 4);
-  if (!result) return nullptr;
-  PyTuple_SET_ITEM(result, 0, THPVariable_Wrap(std::move(loss)));
-  PyTuple_SET_ITEM(result, 1, wrap(dW, want.dW));
-  PyTuple_SET_ITEM(result, 2, wrap(dX, want.dX));
-  PyTuple_SET_ITEM(result, 3, wrap(dY, want.dY));
-  if (bias) PyTuple_SET_ITEM(result, 4, wrap(db, want.db));
-  return result;
+  PyObject* first = THPVariable_Wrap(std::move(loss));
+  if (bias) {
+    return named_tuple(grads_with_bias_type, {first, wrap(dW, want.dW), wrap(dX, want.dX),
+                                              wrap(dY, want.dY), wrap(db, want.db)});
+  }
+  return named_tuple(grads_type, {first, wrap(dW, want.dW), wrap(dX, want.dX), wrap(dY, want.dY)});
   END_HANDLE_TH_ERRORS
 }
 
 // The per-sample functions' fast path, as grads_fast is grads': arguments
 // (X, W, Y, bias, activation, max_norm, route, need_dW, need_db), max_norm a
-// float or None (validated by the caller); returns the op's 4-tuple, or None
-// for arguments it does not take.
+// float or None (validated by the caller); returns PerSampleNorms(loss,
+// norms) for max_norm None, else ClippedGrads(loss, dW, db or None, norms),
+// or None for arguments it does not take.
 PyObject* per_sample_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  TORCH_CHECK_TYPE(nargs == 9, "relufrob._C.per_sample_fast: bad call");
+  TORCH_CHECK_TYPE(nargs == 9 && norms_type && clipped_type,
+                   "relufrob._C.per_sample_fast: bad call");
   std::optional<at::Tensor> Y, bias;
   std::optional<std::string_view> activation, route;
   if (!THPVariable_Check(args[0]) || !THPVariable_Check(args[1]) || !optional_tensor(args[2], Y) ||
@@ -151,13 +168,20 @@ PyObject* per_sample_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
                                          args[7] == Py_True, args[8] == Py_True);
   }
   auto& [loss, norms, dW, db] = out;
-  PyObject* result = PyTuple_New(4);
-  if (!result) return nullptr;
-  PyTuple_SET_ITEM(result, 0, THPVariable_Wrap(std::move(loss)));
-  PyTuple_SET_ITEM(result, 1, THPVariable_Wrap(std::move(norms)));
-  PyTuple_SET_ITEM(result, 2, THPVariable_Wrap(std::move(dW)));
-  PyTuple_SET_ITEM(result, 3, THPVariable_Wrap(std::move(db)));
-  return result;
+  if (!max_norm) {
+    return named_tuple(norms_type,
+                       {THPVariable_Wrap(std::move(loss)), THPVariable_Wrap(std::move(norms))});
+  }
+  PyObject* db_or_none = nullptr;
+  if (bias) {
+    db_or_none = THPVariable_Wrap(std::move(db));
+  } else {
+    Py_INCREF(Py_None);
+    db_or_none = Py_None;
+  }
+  return named_tuple(
+      clipped_type, {THPVariable_Wrap(std::move(loss)), THPVariable_Wrap(std::move(dW)), db_or_none,
+                     THPVariable_Wrap(std::move(norms))});
   END_HANDLE_TH_ERRORS
 }
 
@@ -183,6 +207,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         grads_with_bias_type = with_bias.release().ptr();
       },
       "Registers relufrob.Grads and relufrob.GradsWithBias, the types grads_fast returns.");
+  m.def(
+      "_set_per_sample_types",
+      [](py::object norms, py::object clipped) {
+        Py_XDECREF(norms_type);
+        Py_XDECREF(clipped_type);
+        norms_type = norms.release().ptr();
+        clipped_type = clipped.release().ptr();
+      },
+      "Registers relufrob.PerSampleNorms and relufrob.ClippedGrads, which per_sample_fast "
+      "returns.");
   m.def(
       "build_info",
       [] {

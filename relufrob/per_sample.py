@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _compat
+from ._C import _set_per_sample_types
 from ._C import per_sample_fast as _per_sample_fast
 from ._library import functorch
 from ._library.checks import explain_failure
@@ -28,21 +29,27 @@ _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch.overrides.has_torch_function
 _interpreter_stack = _compat.interpreter_stack  # None outside torch.func transforms
 _LOW = (torch.float16, torch.bfloat16)
+_set_per_sample_types(PerSampleNorms, ClippedGrads)
 
 
-def _call(fn, X, W, Y, bias, activation, max_norm, need_dW, need_db, route):
-    """The op on float32/float64 inputs (float16/bfloat16 widened to float32:
-    the kernels take those two), its results back in the inputs' dtypes."""
+def _call(fn, X, W, Y, bias, activation, max_norm, route):
+    """PerSampleNorms(loss, norms) for max_norm None, else ClippedGrads(loss,
+    dW, db, norms) without noise: the op on float32/float64 inputs
+    (float16/bfloat16 widened to float32: the kernels take those two), its
+    results back in the inputs' dtypes."""
     fast = not _is_compiling()
     if fast and _interpreter_stack() is not None:  # a torch.func transform
         functorch.refuse_differentiated_grads(X, W, Y, bias, fn=fn)
         fast = False
+    clip = max_norm is not None
     try:
         # The direct binding where no compile, mode, subclass or transform
         # needs torch.ops' Python entry (as relufrob.grads; ops.py). It takes
         # float32/float64 tensors only, and answers None to anything else.
         if fast and not _has_torch_function((X, W, Y, bias)):
-            out = _per_sample_fast(X, W, Y, bias, activation, max_norm, route, need_dW, need_db)
+            out = _per_sample_fast(
+                X, W, Y, bias, activation, max_norm, route, clip, clip and bias is not None
+            )
             if out is not None:
                 return out
         args = (X, W, Y, bias)
@@ -51,27 +58,25 @@ def _call(fn, X, W, Y, bias, activation, max_norm, need_dW, need_db, route):
             args = tuple(
                 t.float() if isinstance(t, Tensor) and t.dtype in _LOW else t for t in args
             )
-        out = _op(
+        loss, norms, dW, db = _op(
             *args,
             activation=activation,
             max_norm=max_norm,
             route=route,
-            need_dW=need_dW,
-            need_db=need_db,
+            need_dW=clip,
+            need_db=clip and bias is not None,
         )
     except (TypeError, NotImplementedError, RuntimeError):
         explain_failure(X, W, Y, "sum", bias, activation)
         raise
-    if not low:
-        return out
-    loss, norms, dW, db = out
-    target = (Y if Y is not None else bias if bias is not None else X).dtype
-    return (
-        loss.to(target),
-        norms.to(target),
-        dW.to(W.dtype) if need_dW else dW,
-        db.to(bias.dtype) if need_db else db,
-    )
+    if low:
+        target = (Y if Y is not None else bias if bias is not None else X).dtype
+        loss, norms = loss.to(target), norms.to(target)
+        dW = dW.to(W.dtype)
+        db = db.to(bias.dtype) if clip and bias is not None else db
+    if not clip:
+        return PerSampleNorms(loss, norms)
+    return ClippedGrads(loss, dW, db if bias is not None else None, norms)
 
 
 def per_sample_grad_norms(
@@ -99,15 +104,14 @@ def per_sample_grad_norms(
         PerSampleNorms(loss, norms): the summed loss sum_b f_b and the (B,)
         norms sqrt(||df_b/dW||² + ||df_b/dbias||²), with no B x K x N tensor.
     """
-    loss, norms, _, _ = _call(
-        "relufrob.per_sample_grad_norms", X, W, Y, bias, activation, None, False, False, route
-    )
-    return PerSampleNorms(loss, norms)
+    return _call("relufrob.per_sample_grad_norms", X, W, Y, bias, activation, None, route)
 
 
 def _check_number(fn: str, name: str, value, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
+    # A float or int first: the Real (ABC) check costs more than a tiny call.
+    if type(value) is not float and type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
     value = float(value)
     ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
     if not ok:
@@ -154,14 +158,14 @@ def clipped_grads(
                 f"{fn}: generator must be on X's device ({X.device}), got a generator on "
                 f"{generator.device}"
             )
-    loss, norms, dW, db = _call(
-        fn, X, W, Y, bias, activation, max_norm, True, bias is not None, route
-    )
-    if noise_multiplier:
-        std = noise_multiplier * max_norm
-        dW = dW + std * torch.randn(dW.shape, generator=generator, dtype=dW.dtype, device=dW.device)
-        if bias is not None:
-            db = db + std * torch.randn(
-                db.shape, generator=generator, dtype=db.dtype, device=db.device
-            )
-    return ClippedGrads(loss, dW, db if bias is not None else None, norms)
+    out = _call(fn, X, W, Y, bias, activation, max_norm, route)
+    if not noise_multiplier:
+        return out
+    std = noise_multiplier * max_norm
+
+    def noisy(t):
+        return t + std * torch.randn(t.shape, generator=generator, dtype=t.dtype, device=t.device)
+
+    # dW's noise first, then db's: a seeded generator reproduces both.
+    dW = noisy(out.dW)
+    return out._replace(dW=dW, db=None if out.db is None else noisy(out.db))

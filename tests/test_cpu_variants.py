@@ -39,6 +39,8 @@ SUITE = [
     "tests/test_parity_general.py",
     "tests/test_properties.py",
     "tests/test_autocast.py",
+    # The per-sample kernels have a direct (small-problem) and a blocked route per ISA.
+    "tests/test_per_sample_parity.py",
 ]
 
 

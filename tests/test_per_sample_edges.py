@@ -145,6 +145,12 @@ def test_direct_binding_equals_the_op(dtype, bias):
         X, W, Y, kw["bias"], max_norm=1.0, need_db=bias is not None
     )
     got = relufrob.clipped_grads(X, W, Y, max_norm=1.0, **kw)
-    for a, b in zip(fast, op):
+    assert type(fast) is type(got)
+    assert fast.db is None if bias is None else torch.equal(fast.db, op[3])
+    for a, b in ((fast.loss, op[0]), (fast.norms, op[1]), (fast.dW, op[2])):
         assert torch.equal(a, b)
     assert torch.equal(got.dW, op[2]) and torch.equal(got.norms, op[1])
+    norms = relufrob._C.per_sample_fast(X, W, Y, kw["bias"], "relu", None, "auto", False, False)
+    op = torch.ops.relufrob.per_sample_grads(X, W, Y, kw["bias"])
+    assert type(norms) is relufrob.PerSampleNorms
+    assert torch.equal(norms.loss, op[0]) and torch.equal(norms.norms, op[1])

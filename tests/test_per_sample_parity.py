@@ -72,6 +72,25 @@ def test_both_routes_of_a_multi_row_sample(route, bias):
         torch.testing.assert_close(got.db, ref.db)
 
 
+@pytest.mark.parametrize("variant", VARIANTS[:3], ids=str)
+@pytest.mark.parametrize("K", [200, 300], ids=["direct-kernel", "blocked-kernel"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_one_row_samples_on_either_kernel(variant, K, dtype):
+    # One row per sample runs the fused small-problem kernel while K and N
+    # are at most 256 (and the problem is small), the row-blocked BLAS pass
+    # beyond: K = 300 is past the line whatever the ISA.
+    X, W, Y, kw = problem((48,), K, 24, dtype=dtype, **variant)
+    mkn = mkn_of(X, W)
+    # The median norm as max_norm: half the samples clipped, half not.
+    max_norm = float(reference.per_sample_grad_norms(X, W, Y, **kw).norms.median())
+    ref = reference.clipped_grads(X, W, Y, max_norm=max_norm, **kw)
+    got = relufrob.clipped_grads(X, W, Y, max_norm=max_norm, **kw)
+    for name in ("loss", "norms", "dW") + (("db",) if kw["bias"] is not None else ()):
+        assert_matches(getattr(got, name), getattr(ref, name), name, mkn)
+    norms = relufrob.per_sample_grad_norms(X, W, Y, **kw)
+    assert_matches(norms.norms, ref.norms, "norms", mkn)
+
+
 @pytest.mark.parametrize("T,K,N", [(2, 3, 6), (3, 3, 6), (4, 4, 4), (5, 4, 4)])
 def test_at_the_switch_between_ghost_and_direct(T, K, N):
     # auto takes the ghost norm while T (K + N) <= K N: here T = 2 (18 <= 18)

@@ -185,16 +185,26 @@ void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np, scalar_t* d
     for (int64_t j = 0; j < N; ++j) dW[k * N + j] = static_cast<scalar_t>(acc[k * Np + j]);
 }
 
+// What runs on each group's G between the epilogue and the gradients: here
+// nothing; the per-sample kernel's norms and clipping (per_sample_kernel.h).
+struct NoRowHook {
+  template <typename opmath_t>
+  RELUFROB_ALWAYS_INLINE void operator()(int64_t, int64_t, const opmath_t*, int64_t, opmath_t*,
+                                         int64_t) const {}
+};
+
 // Rows [row_begin, row_end) of the problem, in groups of kGroupRows: writes
 // only those rows of dX, dY and a full bias's db, the chunk's own dW and
 // (N,)-bias db partials (nullable) and returns its sum of R². dW is updated
 // once per group, from the group's G still in cache, rather than once per
-// tile of rows.
-template <typename Isa, typename scalar_t, typename target_t, typename opmath_t>
+// tile of rows. hook(r0, rows, x, ldx, g, ldg) sees each group's x and G
+// (padding columns zero) before anything reads G.
+template <typename Isa, typename scalar_t, typename target_t, typename opmath_t,
+          typename RowHook = NoRowHook>
 RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeights<opmath_t>& pw,
                                            const EpilogueArgs<target_t, opmath_t, scalar_t>& ep,
                                            int64_t row_begin, int64_t row_end, opmath_t* dw_partial,
-                                           opmath_t* db_partial) {
+                                           opmath_t* db_partial, const RowHook& hook = {}) {
   constexpr int64_t kGroupRows = Isa::kPanelRows * Isa::kGroupPanels;
   const int64_t K = p.K, N = p.N, Kp = pw.Kp, Np = pw.Np;
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
@@ -234,6 +244,7 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
     for (int64_t r = 0; r < rows; ++r) loss += epilogue_row(ep, r0 + r, z.data() + r * Np);
     if (!ep.write_g) continue;
     std::fill(z.begin() + rows * Np, z.end(), opmath_t(0));
+    hook(r0, rows, xp, ldx, z.data(), Np);
     bias_grad_rows(db_partial, db_full, z.data(), Np, r0, rows, N);
     if (dX) {
       opmath_t* out = dx.data();
@@ -266,17 +277,28 @@ RowSplit direct_split(const GradsPlan& p) {
   return split_rows(p.M, kRows, std::max<int64_t>(chunks, 1));
 }
 
+// The fused small kernel beats three BLAS calls while W (and its transpose)
+// stay in L2 and the problem is small enough that BLAS set-up dominates; how
+// small depends on the ISA (cpu_isa.h).
+constexpr int64_t kDirectMaxDim = 256;
+
+template <typename Isa>
+bool use_direct(const GradsPlan& p) {
+  return p.M * p.K * p.N <= Isa::kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
+}
+
 // scalar_t: X, W, dX and dW; target_t: Y, bias, dY and db (scalar_t, or
-// float under a float16/bfloat16 scalar_t).
-template <typename Isa, typename scalar_t, typename target_t>
-double direct_grads(const GradsPlan& p) {
+// float under a float16/bfloat16 scalar_t). With `write_g` G is formed even
+// when no gradient needs it (for the hook's norms).
+template <typename Isa, typename scalar_t, typename target_t, typename RowHook = NoRowHook>
+double direct_grads(const GradsPlan& p, const RowHook& hook = {}, bool write_g = false) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t K = p.K, N = p.N;
   PaddedWeights<opmath_t> pw;
   pad_weights<Isa>(p.W.const_data_ptr<scalar_t>(), K, N, p.want.dX, pw);
   c10::SmallVector<target_t, 64> zero_row;
-  const auto ep =
-      epilogue_args<target_t, scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
+  auto ep = epilogue_args<target_t, scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
+  ep.write_g = ep.write_g || write_g;
   const RowSplit split = direct_split<Isa>(p);
 
   // For float/double with no column padding, chunk 0's partial is the dW
@@ -293,7 +315,7 @@ double direct_grads(const GradsPlan& p) {
     opmath_t* db_c = db.of(c);
     return run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
       return direct_chunk<Isa, scalar_t, target_t>(p, pw, ep, split.begin(c, p.M),
-                                                   split.end(c, p.M), dw_c, db_c);
+                                                   split.end(c, p.M), dw_c, db_c, hook);
     });
   });
   db.store(p);

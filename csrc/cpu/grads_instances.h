@@ -9,16 +9,6 @@
 
 namespace relufrob::cpu {
 
-// The fused small kernel beats three BLAS calls while W (and its transpose)
-// stay in L2 and the problem is small enough that BLAS set-up dominates; how
-// small depends on the ISA (cpu_isa.h).
-constexpr int64_t kDirectMaxDim = 256;
-
-template <typename Isa>
-bool use_direct(const GradsPlan& p) {
-  return p.M * p.K * p.N <= Isa::kDirectMaxMacs && p.K <= kDirectMaxDim && p.N <= kDirectMaxDim;
-}
-
 template <typename Isa, typename scalar_t, typename target_t>
 double grads_on_isa(const GradsPlan& p) {
   return use_direct<Isa>(p) ? direct_grads<Isa, scalar_t, target_t>(p)

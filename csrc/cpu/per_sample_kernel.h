@@ -12,6 +12,10 @@
 // So the clipped sum costs two GEMMs, one fewer than relufrob::grads, and no
 // B x K x N (nor M x N) tensor exists: the extra memory is one block per
 // thread, a K x N product for the direct route, and the dW partials.
+//
+// One row per sample on a problem small enough for direct_kernel.h: its
+// fused pass instead (no BLAS call, no block buffers), the norms and the
+// clipping done on each group of rows between its epilogue and its dW.
 #pragma once
 
 #include "../common/per_sample_plan.h"
@@ -19,6 +23,7 @@
 #include "block_gemm.h"
 #include "blocked_kernel.h"
 #include "cpu_isa.h"
+#include "direct_kernel.h"
 #include "epilogue_rows.h"
 #include "row_chunks.h"
 #include "row_norms.h"
@@ -130,10 +135,35 @@ double per_sample_chunk(const PerSamplePlan& ps, const BlockGemm<T>& gemm,
   return loss;
 }
 
+// One row per sample (the rows route) on the direct kernel.
+template <typename Isa, typename T>
+double direct_per_sample(const PerSamplePlan& ps) {
+  const GradsPlan& p = ps.grads;
+  const int64_t K = p.K, N = p.N;
+  const bool bias = p.has_bias();
+  const bool scale = ps.clip && (p.want.dW || p.want.db);
+  const T max_norm = static_cast<T>(ps.max_norm);
+  T* norms = ps.norms.data_ptr<T>();
+  const auto hook = [&](int64_t r0, int64_t rows, const T* x, int64_t ldx, T* g,
+                        int64_t ldg) RELUFROB_INLINE_LAMBDA {
+    for (int64_t r = 0; r < rows; ++r) {
+      const double gg = sum_squares(g + r * ldg, N);
+      const T norm =
+          static_cast<T>(std::sqrt(sum_squares(x + r * ldx, K) * gg + (bias ? gg : 0.0)));
+      norms[r0 + r] = norm;
+      if (scale) scale_values(g + r * ldg, N, clip_factor(norm, max_norm));
+    }
+  };
+  return direct_grads<Isa, T, T>(p, hook, /*write_g=*/true);
+}
+
 // The whole problem: chunks of whole samples, one per thread, as
 // blocked_grads splits rows.
 template <typename Isa, typename T>
 double per_sample_grads(PerSamplePlan& ps) {
+  if (ps.route == NormRoute::kRows && use_direct<Isa>(ps.grads)) {
+    return direct_per_sample<Isa, T>(ps);
+  }
   GradsPlan& p = ps.grads;
   const int64_t K = p.K, N = p.N, R = ps.T;
   BlockGemm<T> gemm{gemm_backend(), p.W.const_data_ptr<T>(), nullptr, K, N};
