@@ -199,24 +199,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "relufrob kernels; the operators live in torch.ops.relufrob";
   if (PyModule_AddFunctions(m.ptr(), fast_methods) != 0) throw py::error_already_set();
   m.def(
-      "_set_grads_types",
-      [](py::object plain, py::object with_bias) {
-        Py_XDECREF(grads_type);
-        Py_XDECREF(grads_with_bias_type);
-        grads_type = plain.release().ptr();
-        grads_with_bias_type = with_bias.release().ptr();
+      "_set_result_types",
+      [](const py::dict& types) {
+        // The named tuples the fast paths return, registered by the package.
+        const std::pair<const char*, PyObject**> slots[] = {
+            {"Grads", &grads_type},
+            {"GradsWithBias", &grads_with_bias_type},
+            {"PerSampleNorms", &norms_type},
+            {"ClippedGrads", &clipped_type}};
+        for (const auto& [name, slot] : slots) {
+          if (!types.contains(name)) continue;
+          Py_XDECREF(*slot);
+          *slot = py::object(types[name]).release().ptr();
+        }
       },
-      "Registers relufrob.Grads and relufrob.GradsWithBias, the types grads_fast returns.");
-  m.def(
-      "_set_per_sample_types",
-      [](py::object norms, py::object clipped) {
-        Py_XDECREF(norms_type);
-        Py_XDECREF(clipped_type);
-        norms_type = norms.release().ptr();
-        clipped_type = clipped.release().ptr();
-      },
-      "Registers relufrob.PerSampleNorms and relufrob.ClippedGrads, which per_sample_fast "
-      "returns.");
+      "Registers the result types grads_fast and per_sample_fast return, by name "
+      "(Grads, GradsWithBias, PerSampleNorms, ClippedGrads).");
   m.def(
       "build_info",
       [] {

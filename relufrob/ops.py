@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from . import _compat
-from ._C import _set_grads_types
+from ._C import _set_result_types
 from ._C import build_info as _build_info
 from ._C import cpu_kernels as _cpu_kernels
 from ._C import grads_fast as _grads_fast
@@ -30,7 +30,7 @@ _grads_op = torch.ops.relufrob.grads.default
 # 10x4x4 problem. A C function is invisible to torch.compile and to
 # __torch_function__ (modes and tensor subclasses), so those cases keep using
 # _grads_op. It returns None for arguments it does not take (non-tensors).
-_set_grads_types(Grads, GradsWithBias)
+_set_result_types({"Grads": Grads, "GradsWithBias": GradsWithBias})
 _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch.overrides.has_torch_function
 _loss_op = torch.ops.relufrob.loss.default

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _compat
-from ._C import _set_per_sample_types
+from ._C import _set_result_types
 from ._C import per_sample_fast as _per_sample_fast
 from ._library import functorch
 from ._library.checks import explain_failure
@@ -29,7 +29,7 @@ _is_compiling = torch.compiler.is_compiling
 _has_torch_function = torch.overrides.has_torch_function
 _interpreter_stack = _compat.interpreter_stack  # None outside torch.func transforms
 _LOW = (torch.float16, torch.bfloat16)
-_set_per_sample_types(PerSampleNorms, ClippedGrads)
+_set_result_types({"PerSampleNorms": PerSampleNorms, "ClippedGrads": ClippedGrads})
 
 
 def _call(fn, X, W, Y, bias, activation, max_norm, route):

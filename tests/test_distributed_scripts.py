@@ -11,8 +11,16 @@ EXAMPLE = REPO / "examples" / "distributed_fit.py"
 BENCH = REPO / "bench" / "distributed.py"
 
 
-def test_torchrun_example_fits():
-    proc = run_python(
+# A gloo rank of torch 2.14.1 sometimes aborts in C++ teardown, after
+# destroy_process_group and after its last line of output: "terminate called
+# without an active exception", exit -6. Seen in 1 run of 8-16 of this
+# example, at earlier commits too; the cause is not found
+# (docs/distributed.md, "Known issues").
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _run_example(steps: int):
+    return run_python(
         "-m",
         "torch.distributed.run",
         "--standalone",  # a free port, so parallel runs never collide
@@ -20,7 +28,7 @@ def test_torchrun_example_fits():
         "2",
         str(EXAMPLE),
         "--steps",
-        "20",
+        str(steps),
         "--shape",
         "512",
         "16",
@@ -28,6 +36,14 @@ def test_torchrun_example_fits():
         timeout=180,
         env={"OMP_NUM_THREADS": "1"},
     )
+
+
+def test_torchrun_example_fits():
+    steps = 20
+    proc = _run_example(steps)
+    finished = re.search(rf"^step +{steps} +loss ", proc.stdout, re.M)
+    if proc.returncode != 0 and TEARDOWN_ABORT in proc.stderr and finished:
+        proc = _run_example(steps)  # that teardown abort only: the fit itself completed
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
     losses = [float(x) for x in re.findall(r"^step +\d+ +loss (\S+)$", proc.stdout, re.M)]
     assert len(losses) >= 2, proc.stdout

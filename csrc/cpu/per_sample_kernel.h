@@ -171,7 +171,12 @@ double per_sample_grads(PerSamplePlan& ps) {
   int64_t chunks = std::min<int64_t>(at::get_num_threads(), p.M / kMinChunkRows);
   if (p.want.dW && (chunks - 1) * K * N * 4 > p.M * (K + N)) chunks = 1;
   const RowSplit split = split_rows(ps.B, 1, std::max<int64_t>(chunks, 1));
-  const int64_t rows_per_block = block_rows(split.rows_per_chunk * R, N, sizeof(T), block_bytes());
+  // Half the grads kernel's block: the pass has no dX or dY to stream, so a
+  // smaller block costs nothing measurable (clipped_grads at 1024x256x256 to
+  // 8192x512x512 timed the same either way), and the scratch, one block per
+  // thread and the dW partials, stays below relufrob.grads' (docs/performance.md).
+  const int64_t rows_per_block =
+      block_rows(split.rows_per_chunk * R, N, sizeof(T), block_bytes() / 2);
   const int64_t samples_per_block = std::max<int64_t>(1, rows_per_block / R);
 
   ChunkPartials<T> dw(split.chunks, p.want.dW ? K * N : 0,
