@@ -149,18 +149,16 @@ def _through_the_loss(ctx, g):
         tensor: vmap over an empty batch fails on that in torch 2.14.)"""
         return g_p.reshape(problems, *[1] * (t.dim() - 1)) * t
 
+    fused = (dW, dX, dY, db, G)
     if torch.is_grad_enabled() and _backward_is_differentiated((X, W, Y, bias)):
         # A derivative of this backward is wanted (grad of grad, hessian):
         # the gradients again, from differentiable ops.
-        scale = 1.0 if ctx.reduction == "sum" else 1.0 / (rows * N) if rows * N else math.inf
-        R, G = differentiable_terms(X, W, Y, bias, ctx.activation, scale)
-        dY = None if Y is None else (-2.0 * scale) * R
-        dX = G.to(X.dtype) @ W.t()
-        G = G.reshape(problems, rows, N)
-    elif G.dim() == 1:  # a single problem, or stacked ones that ran one by one
-        G = None
-    else:
-        G = G.reshape(problems, rows, N)
+        dW, dX, dY, db, G = _differentiable_gradients(
+            X, W, Y, bias, ctx.activation, ctx.reduction, batched, fused
+        )
+    # A single problem, or stacked ones that ran one by one, came with dW
+    # and a placeholder G.
+    G = None if G is None or G.dim() == 1 else G.reshape(problems, rows, N)
     g_db = None
     if G is None:
         g_dW = times(dW).sum(0) if batched else times(dW)
