@@ -72,11 +72,13 @@ def _call(fn, X, W, Y, bias, activation, max_norm, route):
     if low:
         target = (Y if Y is not None else bias if bias is not None else X).dtype
         loss, norms = loss.to(target), norms.to(target)
-        dW = dW.to(W.dtype)
-        db = db.to(bias.dtype) if clip and bias is not None else db
     if not clip:
         return PerSampleNorms(loss, norms)
-    return ClippedGrads(loss, dW, db if bias is not None else None, norms)
+    if bias is None:
+        db = None
+    elif low:
+        db = db.to(bias.dtype)
+    return ClippedGrads(loss, dW.to(W.dtype) if low else dW, db, norms)
 
 
 def per_sample_grad_norms(
