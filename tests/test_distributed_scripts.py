@@ -11,11 +11,12 @@ EXAMPLE = REPO / "examples" / "distributed_fit.py"
 BENCH = REPO / "bench" / "distributed.py"
 
 
-# A gloo rank of torch 2.14.1 sometimes aborts in C++ teardown, after
+# A gloo rank of torch 2.14.1 sometimes aborts at exit, after
 # destroy_process_group and after its last line of output: "terminate called
 # without an active exception", exit -6. Seen in 1 run of 8-16 of this
-# example, at earlier commits too; the cause is not found
-# (docs/distributed.md, "Known issues").
+# example, at earlier commits too: a gloo worker thread drops the last
+# collective's tensors while the interpreter finalizes (docs/distributed.md,
+# "Known issues"; pytorch/pytorch#179291).
 TEARDOWN_ABORT = "terminate called without an active exception"
 
 
