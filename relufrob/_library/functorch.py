@@ -192,22 +192,21 @@ def _through_the_gradients(ctx, cotangents):
     """
     X, W, Y, bias, *fused = ctx.saved_tensors
     present = [i for i, t in enumerate((X, W, Y, bias)) if t is not None]
-    used = [k for k, c in enumerate(cotangents) if c is not None]
+    kept = []  # the outputs with a cotangent that are results, not placeholders
 
     def gradients(*args):
         full = [None] * 4
         for i, t in zip(present, args):
             full[i] = t
         again = _differentiable_gradients(*full, ctx.activation, ctx.reduction, ctx.batched, fused)
-        return tuple(again[k] for k in used)
+        kept[:] = [k for k, c in enumerate(cotangents) if c is not None and again[k] is not None]
+        return tuple(again[k] for k in kept)
 
     args = [_compat.unwrap_if_dead((X, W, Y, bias)[i]) for i in present]
     again, pullback = torch.func.vjp(gradients, *args)
-    cots = tuple(
-        torch.zeros_like(o) if o is None or c is None else c.to(o.dtype)
-        for o, c in zip(again, (cotangents[k] for k in used))
-    )
-    pulled = pullback(cots)
+    if not kept:
+        return (None,) * 4
+    pulled = pullback(tuple(cotangents[k].to(o.dtype) for k, o in zip(kept, again)))
     out = [None] * 4
     for i, t in zip(present, pulled):
         out[i] = t
