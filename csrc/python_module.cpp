@@ -46,6 +46,13 @@ PyObject* named_tuple(PyObject* type, std::initializer_list<PyObject*> items) {
   return result;
 }
 
+// A result as a Python tensor, or None where it was not asked for (a
+// placeholder).
+PyObject* tensor_or_none(at::Tensor& t, bool wanted) {
+  if (!wanted) Py_RETURN_NONE;
+  return THPVariable_Wrap(std::move(t));
+}
+
 // A tensor argument that may be None: nullopt for None, false for anything
 // else that is not a tensor.
 bool optional_tensor(PyObject* obj, std::optional<at::Tensor>& out) {
@@ -121,16 +128,14 @@ PyObject* grads_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     out = relufrob::call_grads_op(X, W, Y, bias, options, want);
   }
   auto& [loss, dW, dX, dY, db] = out;
-  const auto wrap = [](at::Tensor& t, bool wanted) {
-    if (!wanted) Py_RETURN_NONE;
-    return THPVariable_Wrap(std::move(t));
-  };
   PyObject* first = THPVariable_Wrap(std::move(loss));
   if (bias) {
-    return named_tuple(grads_with_bias_type, {first, wrap(dW, want.dW), wrap(dX, want.dX),
-                                              wrap(dY, want.dY), wrap(db, want.db)});
+    return named_tuple(grads_with_bias_type,
+                       {first, tensor_or_none(dW, want.dW), tensor_or_none(dX, want.dX),
+                        tensor_or_none(dY, want.dY), tensor_or_none(db, want.db)});
   }
-  return named_tuple(grads_type, {first, wrap(dW, want.dW), wrap(dX, want.dX), wrap(dY, want.dY)});
+  return named_tuple(grads_type, {first, tensor_or_none(dW, want.dW), tensor_or_none(dX, want.dX),
+                                  tensor_or_none(dY, want.dY)});
   END_HANDLE_TH_ERRORS
 }
 
@@ -172,16 +177,9 @@ PyObject* per_sample_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     return named_tuple(norms_type,
                        {THPVariable_Wrap(std::move(loss)), THPVariable_Wrap(std::move(norms))});
   }
-  PyObject* db_or_none = nullptr;
-  if (bias) {
-    db_or_none = THPVariable_Wrap(std::move(db));
-  } else {
-    Py_INCREF(Py_None);
-    db_or_none = Py_None;
-  }
-  return named_tuple(
-      clipped_type, {THPVariable_Wrap(std::move(loss)), THPVariable_Wrap(std::move(dW)), db_or_none,
-                     THPVariable_Wrap(std::move(norms))});
+  return named_tuple(clipped_type,
+                     {THPVariable_Wrap(std::move(loss)), THPVariable_Wrap(std::move(dW)),
+                      tensor_or_none(db, bias.has_value()), THPVariable_Wrap(std::move(norms))});
   END_HANDLE_TH_ERRORS
 }
 
