@@ -19,6 +19,7 @@
 #include "cpu_isa.h"
 #include "epilogue_rows.h"
 #include "row_chunks.h"
+#include "simd.h"
 #include "transpose.h"
 
 #include <ATen/OpMathType.h>
@@ -29,33 +30,6 @@
 #include <type_traits>
 
 namespace relufrob::cpu {
-
-// One SIMD register of T, as a GCC/Clang vector extension so the register
-// blocking below is explicit rather than left to the auto-vectoriser.
-template <typename T, int kBytes>
-using VecOf __attribute__((vector_size(kBytes))) = T;
-
-template <typename Isa, typename T>
-using Vec = VecOf<T, Isa::kVecBytes>;
-
-template <typename Isa, typename T>
-constexpr int64_t kVecLanes = Isa::kVecBytes / sizeof(T);
-
-// Unaligned vector moves through a may_alias type. (memcpy would take the
-// vector's address and make GCC keep a stack copy of the accumulators,
-// zeroed with a `rep stos` for every block.)
-template <typename T, int kBytes>
-using UnalignedVecOf __attribute__((vector_size(kBytes), aligned(alignof(T)), may_alias)) = T;
-
-template <typename T, typename V>
-RELUFROB_ALWAYS_INLINE void load_vec(V& v, const T* p) {
-  v = *reinterpret_cast<const UnalignedVecOf<T, sizeof(V)>*>(p);
-}
-
-template <typename T, typename V>
-RELUFROB_ALWAYS_INLINE void store_vec(T* p, const V& v) {
-  *reinterpret_cast<UnalignedVecOf<T, sizeof(V)>*>(p) = v;
-}
 
 inline int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
@@ -187,18 +161,22 @@ void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np, scalar_t* d
 
 // What runs on each group's G between the epilogue and the gradients: here
 // nothing; the per-sample kernel's norms and clipping (per_sample_kernel.h).
+// A hook with kGradNorms is also handed each row's ||G||², summed by the
+// epilogue (epilogue_rows.h), and runs even when G is not written.
 struct NoRowHook {
+  static constexpr bool kGradNorms = false;
   template <typename opmath_t>
   RELUFROB_ALWAYS_INLINE void operator()(int64_t, int64_t, const opmath_t*, int64_t, opmath_t*,
-                                         int64_t) const {}
+                                         int64_t, const double*) const {}
 };
 
 // Rows [row_begin, row_end) of the problem, in groups of kGroupRows: writes
 // only those rows of dX, dY and a full bias's db, the chunk's own dW and
 // (N,)-bias db partials (nullable) and returns its sum of R². dW is updated
 // once per group, from the group's G still in cache, rather than once per
-// tile of rows. hook(r0, rows, x, ldx, g, ldg) sees each group's x and G
-// (padding columns zero) before anything reads G.
+// tile of rows. hook(r0, rows, x, ldx, g, ldg, g_sq) sees each group's x and
+// G before anything reads G (a kGradNorms hook also when G is not formed,
+// and with the rows' ||G||² in g_sq).
 template <typename Isa, typename scalar_t, typename target_t, typename opmath_t,
           typename RowHook = NoRowHook>
 RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeights<opmath_t>& pw,
@@ -220,6 +198,7 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
 
   c10::SmallVector<opmath_t, 512> x(kGroupRows * Kp), z(kGroupRows * Np),
       dx(p.want.dX ? kGroupRows * Kp : 0);
+  double g_sq[RowHook::kGradNorms ? kGroupRows : 1];
   double loss = 0.0;
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kGroupRows) {
     const int64_t rows = std::min(kGroupRows, row_end - r0);
@@ -241,10 +220,12 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
     }
 
     small_gemm<Isa, false>(tile_rows, xp, ldx, 1, K, pw.w, Np, Np, z.data(), Np);
-    for (int64_t r = 0; r < rows; ++r) loss += epilogue_row(ep, r0 + r, z.data() + r * Np);
+    for (int64_t r = 0; r < rows; ++r)
+      loss += epilogue_row(ep, r0 + r, z.data() + r * Np, RowHook::kGradNorms ? g_sq + r : nullptr);
+    if constexpr (RowHook::kGradNorms) hook(r0, rows, xp, ldx, z.data(), Np, g_sq);
     if (!ep.write_g) continue;
     std::fill(z.begin() + rows * Np, z.end(), opmath_t(0));
-    hook(r0, rows, xp, ldx, z.data(), Np);
+    if constexpr (!RowHook::kGradNorms) hook(r0, rows, xp, ldx, z.data(), Np, g_sq);
     bias_grad_rows(db_partial, db_full, z.data(), Np, r0, rows, N);
     if (dX) {
       opmath_t* out = dx.data();
@@ -288,17 +269,15 @@ bool use_direct(const GradsPlan& p) {
 }
 
 // scalar_t: X, W, dX and dW; target_t: Y, bias, dY and db (scalar_t, or
-// float under a float16/bfloat16 scalar_t). With `write_g` G is formed even
-// when no gradient needs it (for the hook's norms).
+// float under a float16/bfloat16 scalar_t).
 template <typename Isa, typename scalar_t, typename target_t, typename RowHook = NoRowHook>
-double direct_grads(const GradsPlan& p, const RowHook& hook = {}, bool write_g = false) {
+double direct_grads(const GradsPlan& p, const RowHook& hook = {}) {
   using opmath_t = at::opmath_type<scalar_t>;
   const int64_t K = p.K, N = p.N;
   PaddedWeights<opmath_t> pw;
   pad_weights<Isa>(p.W.const_data_ptr<scalar_t>(), K, N, p.want.dX, pw);
   c10::SmallVector<target_t, 64> zero_row;
   auto ep = epilogue_args<target_t, scalar_t>(p, static_cast<opmath_t>(2.0 * p.scale), zero_row);
-  ep.write_g = ep.write_g || write_g;
   const RowSplit split = direct_split<Isa>(p);
 
   // For float/double with no column padding, chunk 0's partial is the dW

@@ -62,23 +62,51 @@ struct EpilogueArgs {
   scalar_t* dy_row(int64_t i) const { return dy ? dy + i * n : nullptr; }
 };
 
+// The sum of v[0, m), m <= kPiece, in double: fixed float lanes, four
+// vectors of four, then one double per lane in a fixed order. (The squared
+// gradients of a piece: a lane adds at most kPiece / 16 of them.)
+template <typename T>
+RELUFROB_ALWAYS_INLINE double sum_piece(const T* v, int64_t m) {
+  Quad<T> acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {}, q;
+  int64_t i = 0;
+  for (; i + kLanes <= m; i += kLanes) {
+    __builtin_memcpy(&q, v + i, sizeof(q));
+    acc0 += q;
+    __builtin_memcpy(&q, v + i + 4, sizeof(q));
+    acc1 += q;
+    __builtin_memcpy(&q, v + i + 8, sizeof(q));
+    acc2 += q;
+    __builtin_memcpy(&q, v + i + 12, sizeof(q));
+    acc3 += q;
+  }
+  const Quad<T> all = (acc0 + acc1) + (acc2 + acc3);
+  double sum = (static_cast<double>(all[0]) + static_cast<double>(all[1])) +
+               (static_cast<double>(all[2]) + static_cast<double>(all[3]));
+  for (; i < m; ++i) sum += static_cast<double>(v[i]);
+  return sum;
+}
+
 // One row of n elements. `zg` holds XW in opmath precision on entry; when
 // kWriteG it holds G on exit. G is written in place on purpose: the compiler
 // then knows the load and the store of an element are the same address and
 // vectorises without a runtime overlap check (which a separate, aliasing
-// output pointer would fail, dropping to a slow scalar loop).
+// output pointer would fail, dropping to a slow scalar loop). With
+// kGradSquares the row's ||G||² goes to *g_sq as well: the per-sample norms
+// of one-row samples then need neither G in memory nor a second pass over it.
 //
 // Each piece takes two loops: the elementwise math with no reduction in it,
 // which vectorises reliably, then the squares summed into the double lanes.
 // (One loop doing both vectorised or not depending on the variant.)
-template <bool kWriteG, bool kWriteDY, bool kBias, bool kRelu, typename gemm_t, typename scalar_t,
-          typename opmath_t>
+template <bool kWriteG, bool kWriteDY, bool kBias, bool kRelu, bool kGradSquares, typename gemm_t,
+          typename scalar_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
                                                  const scalar_t* __restrict y,
                                                  const scalar_t* __restrict b, int64_t n,
-                                                 opmath_t two_scale, scalar_t* __restrict dy) {
+                                                 opmath_t two_scale, scalar_t* __restrict dy,
+                                                 double* g_sq) {
   Double4 acc0 = {}, acc1 = {}, acc2 = {}, acc3 = {};
-  opmath_t sq[kPiece];
+  opmath_t sq[kPiece], gq[kGradSquares ? kPiece : 1];
+  double g_total = 0.0;
   int64_t m = 0;  // elements in the current piece
   for (int64_t j0 = 0; j0 < n; j0 += kPiece) {
     m = std::min(kPiece, n - j0);
@@ -89,6 +117,7 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
       if constexpr (kBias) z = add_bias(z, static_cast<opmath_t>(b[j]));
       const auto e = epilogue<kRelu>(z, static_cast<opmath_t>(y[j]), two_scale);
       sq[i] = e.sq;
+      if constexpr (kGradSquares) gq[i] = e.g * e.g;
       if constexpr (kWriteG) zg[j] = e.g;
       if constexpr (kWriteDY) dy[j] = static_cast<scalar_t>(e.dy);
     }
@@ -98,7 +127,9 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
       add_widened4(acc2, sq + i + 8);
       add_widened4(acc3, sq + i + 12);
     }
+    if constexpr (kGradSquares) g_total += sum_piece(gq, m);
   }
+  if constexpr (kGradSquares) *g_sq = g_total;
   double lanes[kLanes];
   for (int l = 0; l < 4; ++l) {
     lanes[l] = acc0[l];
@@ -115,29 +146,41 @@ RELUFROB_ALWAYS_INLINE double epilogue_row_fixed(opmath_t* __restrict zg,
 }
 
 // The outputs' specialisation, chosen once per row rather than per element.
+// ||G||² is asked for by the per-sample kernel alone, which never wants dY.
 template <bool kBias, bool kRelu, typename gemm_t, typename scalar_t, typename opmath_t>
 RELUFROB_ALWAYS_INLINE double epilogue_row_outputs(opmath_t* zg, const scalar_t* y,
                                                    const scalar_t* b, int64_t n, opmath_t two_scale,
-                                                   bool write_g, scalar_t* dy) {
+                                                   bool write_g, scalar_t* dy, double* g_sq) {
+  if (g_sq && write_g)
+    return epilogue_row_fixed<true, false, kBias, kRelu, true, gemm_t>(zg, y, b, n, two_scale, dy,
+                                                                       g_sq);
+  if (g_sq)
+    return epilogue_row_fixed<false, false, kBias, kRelu, true, gemm_t>(zg, y, b, n, two_scale, dy,
+                                                                        g_sq);
   if (write_g && dy)
-    return epilogue_row_fixed<true, true, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
+    return epilogue_row_fixed<true, true, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
+                                                                       g_sq);
   if (write_g)
-    return epilogue_row_fixed<true, false, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
-  if (dy) return epilogue_row_fixed<false, true, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
-  return epilogue_row_fixed<false, false, kBias, kRelu, gemm_t>(zg, y, b, n, two_scale, dy);
+    return epilogue_row_fixed<true, false, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
+                                                                        g_sq);
+  if (dy)
+    return epilogue_row_fixed<false, true, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
+                                                                        g_sq);
+  return epilogue_row_fixed<false, false, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
+                                                                       g_sq);
 }
 
 // Row i of the problem, whose Z (then G) is at zg. Returns the row's sum of
-// R² (unscaled).
+// R² (unscaled). With g_sq (and no dY) the row's ||G||² goes there too.
 template <typename scalar_t, typename opmath_t, typename gemm_t>
 RELUFROB_ALWAYS_INLINE double epilogue_row(const EpilogueArgs<scalar_t, opmath_t, gemm_t>& a,
-                                           int64_t i, opmath_t* zg) {
+                                           int64_t i, opmath_t* zg, double* g_sq = nullptr) {
   const scalar_t* y = a.y_row(i);
   const scalar_t* b = a.bias_row(i);
   scalar_t* dy = a.dy_row(i);
   const auto row = [&](auto bias, auto relu) RELUFROB_INLINE_LAMBDA {
     return epilogue_row_outputs<decltype(bias)::value, decltype(relu)::value, gemm_t>(
-        zg, y, b, a.n, a.two_scale, a.write_g, dy);
+        zg, y, b, a.n, a.two_scale, a.write_g, dy, g_sq);
   };
   if (b)
     return a.relu ? row(std::true_type{}, std::true_type{})

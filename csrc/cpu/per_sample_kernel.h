@@ -14,8 +14,9 @@
 // thread, a K x N product for the direct route, and the dW partials.
 //
 // One row per sample on a problem small enough for direct_kernel.h: its
-// fused pass instead (no BLAS call, no block buffers), the norms and the
-// clipping done on each group of rows between its epilogue and its dW.
+// fused pass instead (no BLAS call, no block buffers). Its epilogue sums
+// each row's ||g||² as it forms G, so the norms alone never write G; the
+// norms and the clipping are done on each group of rows before its dW.
 #pragma once
 
 #include "../common/per_sample_plan.h"
@@ -47,10 +48,7 @@ void block_squared_norms(const PerSamplePlan& ps, const T* x, const T* g, int64_
   const bool bias = p.has_bias();
   if (ps.route == NormRoute::kRows) {
     run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA {
-      for (int64_t s = 0; s < samples; ++s) {
-        const double gg = sum_squares(g + s * N, N);
-        sq[s] = sum_squares(x + s * K, K) * gg + (bias ? gg : 0.0);
-      }
+      rows_squared_norms<Isa>(x, K, g, N, samples, K, N, bias, sq);
     });
     return;
   }
@@ -70,7 +68,7 @@ void block_squared_norms(const PerSamplePlan& ps, const T* x, const T* g, int64_
     at::Tensor out = matrix_view(product, K, N, N);
     for (int64_t s = 0; s < samples; ++s) {
       at::mm_out(out, xs[s].t(), gs[s]);
-      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA { sq[s] = sum_squares(product, K * N); });
+      run_with_isa<Isa>([&]() RELUFROB_INLINE_LAMBDA { sq[s] = sum_squares<Isa>(product, K * N); });
     }
   }
   if (!bias) return;
@@ -78,9 +76,9 @@ void block_squared_norms(const PerSamplePlan& ps, const T* x, const T* g, int64_
     for (int64_t s = 0; s < samples; ++s) {
       const T* gb = g + s * rows * N;
       if (p.bias_kind == BiasKind::kFull) {
-        sq[s] += sum_squares(gb, rows * N);
+        sq[s] += sum_squares<Isa>(gb, rows * N);
       } else {
-        sq[s] += sum_of_rows_squared(gb, rows, N);
+        sq[s] += sum_of_rows_squared<Isa>(gb, rows, N);
       }
     }
   });
@@ -135,26 +133,41 @@ double per_sample_chunk(const PerSamplePlan& ps, const BlockGemm<T>& gemm,
   return loss;
 }
 
-// One row per sample (the rows route) on the direct kernel.
+// The direct kernel's hook for one-row samples (the rows route): each row's
+// norm from ||x_r||² and the epilogue's ||g_r||², then, when clipping, G's
+// row scaled by its factor before the kernel sums dW and db from it.
+template <typename Isa, typename T>
+struct OneRowNorms {
+  static constexpr bool kGradNorms = true;
+  int64_t K, N;
+  bool bias, scale;
+  T max_norm;
+  T* norms;
+
+  RELUFROB_ALWAYS_INLINE void operator()(int64_t r0, int64_t rows, const T* x, int64_t ldx, T* g,
+                                         int64_t ldg, const double* g_sq) const {
+    double sq[Isa::kPanelRows * Isa::kGroupPanels];
+    row_sums_of_squares<Isa>(x, ldx, rows, K, sq);
+    for (int64_t r = 0; r < rows; ++r) {
+      sq[r] = sq[r] * g_sq[r] + (bias ? g_sq[r] : 0.0);
+      norms[r0 + r] = static_cast<T>(std::sqrt(sq[r]));
+    }
+    if (!scale) return;
+    for (int64_t r = 0; r < rows; ++r)
+      scale_values(g + r * ldg, N, clip_factor(norms[r0 + r], max_norm));
+  }
+};
+
 template <typename Isa, typename T>
 double direct_per_sample(const PerSamplePlan& ps) {
   const GradsPlan& p = ps.grads;
-  const int64_t K = p.K, N = p.N;
-  const bool bias = p.has_bias();
-  const bool scale = ps.clip && (p.want.dW || p.want.db);
-  const T max_norm = static_cast<T>(ps.max_norm);
-  T* norms = ps.norms.data_ptr<T>();
-  const auto hook = [&](int64_t r0, int64_t rows, const T* x, int64_t ldx, T* g,
-                        int64_t ldg) RELUFROB_INLINE_LAMBDA {
-    for (int64_t r = 0; r < rows; ++r) {
-      const double gg = sum_squares(g + r * ldg, N);
-      const T norm =
-          static_cast<T>(std::sqrt(sum_squares(x + r * ldx, K) * gg + (bias ? gg : 0.0)));
-      norms[r0 + r] = norm;
-      if (scale) scale_values(g + r * ldg, N, clip_factor(norm, max_norm));
-    }
-  };
-  return direct_grads<Isa, T, T>(p, hook, /*write_g=*/true);
+  const OneRowNorms<Isa, T> hook{p.K,
+                                 p.N,
+                                 p.has_bias(),
+                                 ps.clip && (p.want.dW || p.want.db),
+                                 static_cast<T>(ps.max_norm),
+                                 ps.norms.data_ptr<T>()};
+  return direct_grads<Isa, T, T>(p, hook);
 }
 
 // The whole problem: chunks of whole samples, one per thread, as
