@@ -151,23 +151,15 @@ template <bool kBias, bool kRelu, typename gemm_t, typename scalar_t, typename o
 RELUFROB_ALWAYS_INLINE double epilogue_row_outputs(opmath_t* zg, const scalar_t* y,
                                                    const scalar_t* b, int64_t n, opmath_t two_scale,
                                                    bool write_g, scalar_t* dy, double* g_sq) {
-  if (g_sq && write_g)
-    return epilogue_row_fixed<true, false, kBias, kRelu, true, gemm_t>(zg, y, b, n, two_scale, dy,
-                                                                       g_sq);
-  if (g_sq)
-    return epilogue_row_fixed<false, false, kBias, kRelu, true, gemm_t>(zg, y, b, n, two_scale, dy,
-                                                                        g_sq);
-  if (write_g && dy)
-    return epilogue_row_fixed<true, true, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
-                                                                       g_sq);
-  if (write_g)
-    return epilogue_row_fixed<true, false, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
-                                                                        g_sq);
-  if (dy)
-    return epilogue_row_fixed<false, true, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
-                                                                        g_sq);
-  return epilogue_row_fixed<false, false, kBias, kRelu, false, gemm_t>(zg, y, b, n, two_scale, dy,
-                                                                       g_sq);
+  const auto row = [&](auto g, auto dy_out, auto g_squares) RELUFROB_INLINE_LAMBDA {
+    return epilogue_row_fixed<decltype(g)::value, decltype(dy_out)::value, kBias, kRelu,
+                              decltype(g_squares)::value, gemm_t>(zg, y, b, n, two_scale, dy, g_sq);
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if (g_sq) return write_g ? row(Yes{}, No{}, Yes{}) : row(No{}, No{}, Yes{});
+  if (write_g) return dy ? row(Yes{}, Yes{}, No{}) : row(Yes{}, No{}, No{});
+  return dy ? row(No{}, Yes{}, No{}) : row(No{}, No{}, No{});
 }
 
 // Row i of the problem, whose Z (then G) is at zg. Returns the row's sum of
