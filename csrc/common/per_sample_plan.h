@@ -15,6 +15,7 @@
 #pragma once
 
 #include "grads_plan.h"
+#include "per_sample_math.h"
 
 #include <optional>
 #include <string_view>
@@ -24,9 +25,6 @@ namespace relufrob {
 
 // (loss, norms, dW, db); dW and db are (0,) placeholders when not asked for.
 using PerSampleResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
-// Opacus's epsilon in the clip factor.
-constexpr double kClipEps = 1e-6;
 
 enum class NormRoute {
   kRows,    // one row per sample: ||x_b||² ||g_b||²
@@ -47,14 +45,6 @@ struct PerSamplePlan {
 
   PerSampleResult result() const { return {grads.loss, norms, grads.dW, grads.db}; }
 };
-
-// c_b from norm_b. NaN stays NaN (a NaN sample spoils the sum, as
-// torch.clamp(max=1) lets NaN through in the reference); a zero norm gives 1.
-template <typename T>
-inline T clip_factor(T norm, T max_norm) {
-  const T q = max_norm / (norm + static_cast<T>(kClipEps));
-  return q > T(1) ? T(1) : q;
-}
 
 // With no residuals (M * N == 0) the loss, the norms and the sums are zeros:
 // fills them and returns true. Every backend answers that case this way.

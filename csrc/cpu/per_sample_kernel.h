@@ -149,8 +149,7 @@ struct OneRowNorms {
     double sq[Isa::kPanelRows * Isa::kGroupPanels];
     row_sums_of_squares<Isa>(x, ldx, rows, K, sq);
     for (int64_t r = 0; r < rows; ++r) {
-      sq[r] = sq[r] * g_sq[r] + (bias ? g_sq[r] : 0.0);
-      norms[r0 + r] = static_cast<T>(std::sqrt(sq[r]));
+      norms[r0 + r] = static_cast<T>(std::sqrt(one_row_squared_norm(sq[r], g_sq[r], bias)));
     }
     if (!scale) return;
     for (int64_t r = 0; r < rows; ++r)

@@ -11,6 +11,7 @@
 // beyond the loss.
 #pragma once
 
+#include "../common/per_sample_math.h"
 #include "cpu_isa.h"
 #include "simd.h"
 
@@ -149,7 +150,7 @@ RELUFROB_ALWAYS_INLINE void rows_squared_norms(const T* x, int64_t ldx, const T*
     const int64_t n = std::min(kChunk, rows - r0);
     row_sums_of_squares<Isa>(x + r0 * ldx, ldx, n, K, xx);
     row_sums_of_squares<Isa>(g + r0 * ldg, ldg, n, N, sq + r0);
-    for (int64_t r = 0; r < n; ++r) sq[r0 + r] = xx[r] * sq[r0 + r] + (bias ? sq[r0 + r] : 0.0);
+    for (int64_t r = 0; r < n; ++r) sq[r0 + r] = one_row_squared_norm(xx[r], sq[r0 + r], bias);
   }
 }
 

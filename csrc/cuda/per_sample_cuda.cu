@@ -90,8 +90,7 @@ void run_typed(PerSamplePlan& ps, cudaStream_t stream) {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (ps.clip && update) factors = at::empty({ps.B}, p.X.options());
     launch_row_norms<T, T>(xsq.const_data_ptr<T>(), gsq.const_data_ptr<T>(), ps.B, p.has_bias(),
-                           static_cast<T>(ps.max_norm), static_cast<T>(kClipEps),
-                           ps.norms.data_ptr<T>(),
+                           static_cast<T>(ps.max_norm), ps.norms.data_ptr<T>(),
                            factors.defined() ? factors.data_ptr<T>() : nullptr, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   } else {

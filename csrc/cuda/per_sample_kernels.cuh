@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "../common/per_sample_math.h"
 #include "epilogue_kernels.cuh"
 
 namespace relufrob::cuda {
@@ -35,29 +36,26 @@ void launch_row_sum_squares(const T* a, int64_t rows, int64_t n, acc_t* out, cud
       <<<static_cast<unsigned>(rows), kEpilogueThreads, 0, stream>>>(a, n, out);
 }
 
-// One row per sample: norm_b = sqrt(xsq_b gsq_b + (bias ? gsq_b : 0)) and,
-// with clip, c_b = min(1, max_norm / (norm_b + eps)), NaN kept NaN.
+// One row per sample: norm_b from ||x_b||² and ||g_b||², and with clip its
+// factor c_b (per_sample_math.h).
 template <typename acc_t, typename T>
 __global__ void row_norms_kernel(const acc_t* __restrict__ xsq, const acc_t* __restrict__ gsq,
-                                 int64_t B, bool bias, acc_t max_norm, acc_t eps,
-                                 T* __restrict__ norms, acc_t* __restrict__ factors) {
+                                 int64_t B, bool bias, acc_t max_norm, T* __restrict__ norms,
+                                 acc_t* __restrict__ factors) {
   const int64_t b = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (b >= B) return;
-  const acc_t norm = sqrt(xsq[b] * gsq[b] + (bias ? gsq[b] : acc_t(0)));
+  const acc_t norm = sqrt(one_row_squared_norm(xsq[b], gsq[b], bias));
   norms[b] = static_cast<T>(norm);
-  if (factors) {
-    const acc_t q = max_norm / (norm + eps);
-    factors[b] = q > acc_t(1) ? acc_t(1) : q;
-  }
+  if (factors) factors[b] = clip_factor(norm, max_norm);
 }
 
 template <typename acc_t, typename T>
 void launch_row_norms(const acc_t* xsq, const acc_t* gsq, int64_t B, bool bias, acc_t max_norm,
-                      acc_t eps, T* norms, acc_t* factors, cudaStream_t stream) {
+                      T* norms, acc_t* factors, cudaStream_t stream) {
   if (B == 0) return;
   const unsigned blocks = static_cast<unsigned>((B + kEpilogueThreads - 1) / kEpilogueThreads);
   row_norms_kernel<acc_t, T>
-      <<<blocks, kEpilogueThreads, 0, stream>>>(xsq, gsq, B, bias, max_norm, eps, norms, factors);
+      <<<blocks, kEpilogueThreads, 0, stream>>>(xsq, gsq, B, bias, max_norm, norms, factors);
 }
 
 }  // namespace relufrob::cuda
