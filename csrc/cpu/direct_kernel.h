@@ -159,6 +159,10 @@ void unpad_dw(const opmath_t* acc, int64_t K, int64_t N, int64_t Np, scalar_t* d
     for (int64_t j = 0; j < N; ++j) dW[k * N + j] = static_cast<scalar_t>(acc[k * Np + j]);
 }
 
+// Rows per group of the fused pass: a hook is handed at most this many.
+template <typename Isa>
+constexpr int64_t kDirectGroupRows = Isa::kPanelRows * Isa::kGroupPanels;
+
 // What runs on each group's G between the epilogue and the gradients: here
 // nothing; the per-sample kernel's norms and clipping (per_sample_kernel.h).
 // A hook with kGradNorms is also handed each row's ||G||², summed by the
@@ -183,7 +187,7 @@ RELUFROB_ALWAYS_INLINE double direct_chunk(const GradsPlan& p, const PaddedWeigh
                                            const EpilogueArgs<target_t, opmath_t, scalar_t>& ep,
                                            int64_t row_begin, int64_t row_end, opmath_t* dw_partial,
                                            opmath_t* db_partial, const RowHook& hook = {}) {
-  constexpr int64_t kGroupRows = Isa::kPanelRows * Isa::kGroupPanels;
+  constexpr int64_t kGroupRows = kDirectGroupRows<Isa>;
   const int64_t K = p.K, N = p.N, Kp = pw.Kp, Np = pw.Np;
   const scalar_t* X = p.X.const_data_ptr<scalar_t>();
   scalar_t* dX = p.want.dX ? p.dX2.data_ptr<scalar_t>() : nullptr;

@@ -146,7 +146,7 @@ struct OneRowNorms {
 
   RELUFROB_ALWAYS_INLINE void operator()(int64_t r0, int64_t rows, const T* x, int64_t ldx, T* g,
                                          int64_t ldg, const double* g_sq) const {
-    double sq[Isa::kPanelRows * Isa::kGroupPanels];
+    double sq[kDirectGroupRows<Isa>];
     row_sums_of_squares<Isa>(x, ldx, rows, K, sq);
     for (int64_t r = 0; r < rows; ++r) {
       norms[r0 + r] = static_cast<T>(std::sqrt(one_row_squared_norm(sq[r], g_sq[r], bias)));
